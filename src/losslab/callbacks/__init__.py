@@ -1,0 +1,1 @@
+"""Callbacks: checkpointing, gradient statistics/monitoring/health/clipping, curriculum."""

@@ -1,0 +1,98 @@
+"""The `train.py` / `losslab-train` entry point: check the overrides, run Hydra, report errors
+as one paragraph (no traceback unless HYDRA_FULL_ERROR=1) with a non-zero exit code."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from losslab.errors import UserError, did_you_mean
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+EXIT_USER_ERROR = 2
+
+
+def group_options(group: str) -> list[str]:
+    """The options of config group `group` (yaml files in conf/<group>/)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def config_groups() -> list[str]:
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def check_overrides(args: list[str]) -> None:
+    """Unknown options of a config group (`loss=focall`) get the allowed list + did-you-mean.
+
+    Sweep values (`loss=ce,focal`) are checked one by one; Hydra checks everything else.
+    """
+    groups = set(config_groups())
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key not in groups or any(c in value for c in "()[]{}$"):
+            continue
+        options = group_options(key)
+        for v in value.split(","):
+            v = v.strip()
+            if v in ("", "null", "none", "None") and key in ("experiment", "hparams_search",
+                                                            "debug"):
+                continue
+            if v not in options:
+                raise UserError(f"Unknown {key} '{v}' (from '{arg}'). Allowed {key} options: "
+                                f"{', '.join(options)}.{did_you_mean(v, options)}")
+
+
+def report(error: UserError) -> None:
+    print(f"\nlosslab: error: {error}\n", file=sys.stderr)
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def hydra_main(cfg: DictConfig) -> float:
+    """One job: train (and test) as configured; return the optimized metric for sweepers."""
+    from losslab.run import train
+
+    # Hydra's logging (console + train.log) gets Lightning's messages; drop Lightning's own
+    # console handler so each line prints once.
+    logging.getLogger("lightning.pytorch").handlers.clear()
+    logging.getLogger("lightning.fabric").handlers.clear()
+    try:
+        metrics = train(cfg)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        report(e)
+        if _is_multirun():
+            return math.nan  # one bad job must not end the sweep
+        sys.exit(EXIT_USER_ERROR)
+    key = str(cfg.optimized_metric)
+    value = metrics.get(f"{key}_best", metrics.get(key, math.nan))
+    print(f"{key} (best) = {value:.6g}")
+    return float(value)
+
+
+def main() -> None:
+    try:
+        check_overrides(sys.argv[1:])
+    except UserError as e:
+        report(e)
+        sys.exit(EXIT_USER_ERROR)
+    hydra_main()

@@ -1,0 +1,16 @@
+"""Models behind the MODELS registry: `MODELS.build(name, input_shape=..., out_dim=..., ...)`."""
+
+from torch import nn
+
+from losslab.models.activations import ACTIVATIONS
+from losslab.models.cnn import cnn1d, cnn2d
+from losslab.models.init import INITS, apply_init
+from losslab.models.mlp import MLP
+from losslab.registry import Registry
+
+MODELS: Registry[nn.Module] = Registry("model")
+MODELS.register("mlp")(MLP)
+MODELS.register("cnn1d", aliases=("cnn_1d",))(cnn1d)
+MODELS.register("cnn2d", aliases=("cnn_2d", "cnn"))(cnn2d)
+
+__all__ = ["ACTIVATIONS", "INITS", "MODELS", "MLP", "apply_init", "cnn1d", "cnn2d"]

@@ -1,0 +1,5 @@
+"""LightningModules."""
+
+from losslab.tasks.supervised import SupervisedTask
+
+__all__ = ["SupervisedTask"]

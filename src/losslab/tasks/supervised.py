@@ -1,0 +1,122 @@
+"""SupervisedTask: a LightningModule that wraps a model, a per-sample loss and the optimizer
+and scheduler configuration, and logs torchmetrics per split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
+
+from losslab.tasks.metrics import build_metrics, metric_inputs
+
+
+class SupervisedTask(L.LightningModule):
+    """loss = mean_i w_i l_i + l1 sum|W| + l2 sum W^2 (weights of dim >= 2 only).
+
+    `l_i` comes from a losslab loss with reduction="none"; `w_i` = 1 unless a sample-weighting
+    callback sets `self.sample_weight_fn` (curriculum). The L2 term is a penalty added to the loss,
+    which is not the same as decoupled weight decay (AdamW) for adaptive optimizers.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, kind: str, num_classes: int | None,
+                 optim: dict[str, Any], scheduler: dict[str, Any], monitor: str = "val/acc",
+                 monitor_mode: str = "max", regularization: dict[str, float] | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "loss"])
+        self.model, self.loss_fn = model, loss
+        self.loss_fn.reduction = "none"
+        self.kind, self.num_classes = kind, num_classes
+        reg = regularization or {}
+        self.l1, self.l2 = float(reg.get("l1", 0.0)), float(reg.get("l2", 0.0))
+        self.train_metrics = build_metrics(kind, num_classes, "train/")
+        self.val_metrics = build_metrics(kind, num_classes, "val/")
+        self.test_metrics = build_metrics(kind, num_classes, "test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.sample_weight_fn = None  # callable(idx, per_sample_loss) -> weights [N]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    # -- training -----------------------------------------------------------------------------
+    def regularization_terms(self) -> dict[str, Tensor]:
+        """L1 and L2 penalties over weight matrices/kernels (biases and norms excluded)."""
+        if not (self.l1 or self.l2):
+            return {}
+        weights = [p for p in self.model.parameters() if p.dim() > 1 and p.requires_grad]
+        terms = {}
+        if self.l1:
+            terms["reg_l1"] = self.l1 * torch.stack(torch._foreach_norm(weights, 1)).sum()
+        if self.l2:
+            terms["reg_l2"] = self.l2 * torch.stack(torch._foreach_norm(weights, 2)).square().sum()
+        return terms
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y, idx = batch
+        out = self.model(x)
+        per_sample = self.loss_fn(out, y)
+        if self.sample_weight_fn is not None:
+            data_loss = (self.sample_weight_fn(idx, per_sample.detach()) * per_sample).mean()
+        else:
+            data_loss = per_sample.mean()
+        terms = self.regularization_terms()
+        loss = data_loss + sum(terms.values()) if terms else data_loss
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        if terms:
+            self.log("train/data_loss", data_loss, on_step=True, on_epoch=True)
+            for k, v in terms.items():
+                self.log(f"train/{k}", v, on_step=True, on_epoch=True)
+        if self.kind != "embedding":
+            self.train_metrics.update(metric_inputs(self.kind, self.num_classes, out.detach()), y)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.kind != "embedding":
+            self.log_dict(self.train_metrics.compute())
+            self.train_metrics.reset()
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _eval_step(self, batch: tuple[Tensor, ...], metrics: Any, loss_metric: MeanMetric) -> None:
+        x, y, _ = batch
+        out = self.model(x)
+        per_sample = self.loss_fn(out, y)
+        loss_metric.update(per_sample)
+        metrics.update(metric_inputs(self.kind, self.num_classes, out), y)
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, self.val_loss)
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, self.test_loss)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        values["val/loss"] = self.val_loss.compute()
+        self.val_metrics.reset()
+        self.val_loss.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.log_dict(values, prog_bar=False)
+        if self.monitor in values:
+            self.val_best.update(values[self.monitor])
+            self.log(f"{self.monitor}_best", self.val_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_metrics.compute()
+        values["test/loss"] = self.test_loss.compute()
+        self.test_metrics.reset()
+        self.test_loss.reset()
+        self.log_dict(values)
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        from losslab.optim import configure
+
+        return configure(self.model, dict(self.hparams.optim), dict(self.hparams.scheduler),
+                         steps_per_run=int(self.trainer.estimated_stepping_batches),
+                         epochs=int(self.trainer.max_epochs or 1))
