@@ -114,6 +114,16 @@ class SupervisedTask(L.LightningModule):
         self.log_dict(values)
 
     # -- optimisation -------------------------------------------------------------------------
+    # scheduler state that is derived from the run's length; on resume (possibly with a new
+    # trainer.max_epochs) the freshly configured values win, so the schedule stretches to the
+    # new budget instead of failing with "Tried to step N times".
+    LENGTH_KEYS = ("total_steps", "_schedule_phases", "T_max")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in self.LENGTH_KEYS:
+                state.pop(key, None)
+
     def configure_optimizers(self) -> Any:
         from losslab.optim import configure
 

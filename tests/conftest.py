@@ -1,0 +1,33 @@
+"""Shared fixtures: compose the real Hydra config with overrides, pointed at tmp folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "data"  # the git-ignored cache (MNIST-1D is generated once, then reused)
+
+QUIET = ["callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null"]
+
+
+def compose_cfg(out_dir: Path, *overrides: str) -> DictConfig:
+    """The composed `train` config, as `python train.py <overrides>` would see it."""
+    with initialize_config_module("losslab.conf", version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={out_dir}",
+                                           f"paths.data_dir={DATA_DIR}", *QUIET, *overrides])
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    return lambda *overrides: compose_cfg(tmp_path / "run", *overrides)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -1,0 +1,72 @@
+"""The command line as a user types it (subprocesses of train.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from losslab.cli import check_overrides, config_groups, group_options
+from losslab.errors import UserError
+from tests.conftest import DATA_DIR, ROOT
+
+QUIET = ["callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
+         f"paths.data_dir={DATA_DIR}"]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_group_has_options():
+    groups = config_groups()
+    for g in ["data", "model", "loss", "optim", "scheduler", "trainer", "callbacks", "logger",
+              "paths", "experiment", "hparams_search", "debug"]:
+        assert g in groups and group_options(g), g
+
+
+def test_check_overrides_suggests():
+    check_overrides(["loss=focal", "optim=sgd,adam", "trainer.max_epochs=3", "-m"])
+    with pytest.raises(UserError, match=r"Unknown optim 'adamm'.*Did you mean 'adam'"):
+        check_overrides(["optim=sgd,adamm"])
+
+
+def test_unknown_loss_exits_nonzero_without_traceback():
+    res = run_cli("loss=focall")
+    assert res.returncode == 2
+    assert "Unknown loss 'focall'" in res.stderr and "Did you mean 'focal'" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_user_error_inside_the_job_exits_nonzero_without_traceback(tmp_path):
+    res = run_cli("loss=mse", "debug=fast_dev_run", f"hydra.run.dir={tmp_path}", *QUIET)
+    assert res.returncode == 2
+    assert "loss 'mse' is a regression loss" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+@pytest.mark.slow
+def test_single_run_from_the_command_line(tmp_path):
+    res = run_cli("debug=limit", f"hydra.run.dir={tmp_path}", *QUIET)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"test/acc", "test/loss", "val/acc", "val/acc_best", "perf/fit_seconds"} <= set(metrics)
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert "losslab: final metrics" in res.stdout
+
+
+@pytest.mark.slow
+def test_multirun_two_jobs(tmp_path):
+    res = run_cli("-m", "loss=ce,focal", "debug=limit", f"hydra.sweep.dir={tmp_path}", *QUIET)
+    assert res.returncode == 0, res.stderr[-2000:]
+    jobs = sorted(p for p in Path(tmp_path).iterdir() if p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job, loss in zip(jobs, ["ce", "focal"], strict=True):
+        assert json.loads((job / "metrics.json").read_text())["test/acc"] > 0
+        assert f"name: {loss}" in (job / ".hydra" / "config.yaml").read_text()
+    assert res.stdout.count("val/acc (best) =") == 2
