@@ -51,6 +51,55 @@ def check_overrides(args: list[str]) -> None:
                                 f"{', '.join(options)}.{did_you_mean(v, options)}")
 
 
+def default_options() -> dict[str, str]:
+    """group -> option chosen by train.yaml's defaults list."""
+    from omegaconf import OmegaConf
+
+    chosen = {}
+    for entry in OmegaConf.load(CONF_DIR / "train.yaml").get("defaults", []):
+        if isinstance(entry, dict) or OmegaConf.is_dict(entry):
+            for k, v in dict(entry).items():
+                if v is not None:
+                    chosen[str(k).split("@")[0].replace("override ", "").strip("/")] = str(v)
+    return chosen
+
+
+def check_group_keys(args: list[str]) -> None:
+    """`loss.gama=2` -> unknown key 'gama' of loss 'focal', with the valid keys and a guess.
+
+    Only plain single-option overrides are checked (sweeps and '+key' additions pass through).
+    """
+    from omegaconf import OmegaConf
+
+    groups = set(config_groups())
+    chosen = default_options()
+    for arg in args:
+        if "=" in arg and not arg.startswith(("-", "+", "~")):
+            key, value = arg.split("=", 1)
+            if key in groups and "," not in value:
+                chosen[key] = value
+    experiment_set = "experiment" in chosen or any(a.startswith("experiment=") for a in args)
+    for arg in args:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0]
+        group, _, rest = key.partition(".")
+        if not rest or group not in groups or group in ("callbacks", "logger", "trainer",
+                                                        "hydra", "paths"):
+            continue
+        option = chosen.get(group)
+        path = CONF_DIR / group / f"{option}.yaml"
+        if option is None or not path.is_file() or experiment_set:
+            continue
+        keys = [str(k) for k in OmegaConf.load(path).keys()]
+        first = rest.split(".")[0]
+        if first not in keys and "_target_" not in keys:
+            raise UserError(
+                f"Unknown key '{first}' in {group} '{option}' (from '{arg}'). Valid keys: "
+                f"{', '.join(k for k in keys if k != 'name')}.{did_you_mean(first, keys)} "
+                f"To add a new key on purpose, write '+{key}=...'.")
+
+
 def report(error: UserError) -> None:
     print(f"\nlosslab: error: {error}\n", file=sys.stderr)
 
@@ -92,6 +141,7 @@ def hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     try:
         check_overrides(sys.argv[1:])
+        check_group_keys(sys.argv[1:])
     except UserError as e:
         report(e)
         sys.exit(EXIT_USER_ERROR)

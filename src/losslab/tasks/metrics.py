@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -17,7 +17,10 @@ from torchmetrics.classification import (
 
 
 def build_metrics(kind: str, num_classes: int | None, prefix: str) -> MetricCollection:
-    """acc, f1 (macro), ece [+ auroc for binary] for classification; mae, rmse, r2 otherwise."""
+    """acc, f1 (macro), ece [+ auroc for binary] for classification; mae, rmse, r2 for
+    regression; none for embeddings (the task computes k-NN accuracy itself)."""
+    if kind == "embedding":
+        return MetricCollection({"acc": MeanMetric()}, prefix=prefix)  # placeholder, unused
     if kind == "regression":
         metrics = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
                    "r2": R2Score()}

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
+from losslab.tasks.knn import embed, knn_accuracy
 from losslab.tasks.metrics import build_metrics, metric_inputs
 
 
@@ -32,9 +33,11 @@ class SupervisedTask(L.LightningModule):
         self.kind, self.num_classes = kind, num_classes
         reg = regularization or {}
         self.l1, self.l2 = float(reg.get("l1", 0.0)), float(reg.get("l2", 0.0))
+        # embedding losses are evaluated by k-NN accuracy against the training set instead
         self.train_metrics = build_metrics(kind, num_classes, "train/")
         self.val_metrics = build_metrics(kind, num_classes, "val/")
         self.test_metrics = build_metrics(kind, num_classes, "test/")
+        self.knn_k = int((config or {}).get("task", {}).get("knn_k", 5))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
@@ -72,12 +75,12 @@ class SupervisedTask(L.LightningModule):
             for k, v in terms.items():
                 self.log(f"train/{k}", v, on_step=True, on_epoch=True)
         if self.kind != "embedding":
-            self.train_metrics.update(metric_inputs(self.kind, self.num_classes, out.detach()), y)
+            self.train_metrics.update(self._metric_inputs(out.detach()), y)
         return loss
 
     def on_train_epoch_end(self) -> None:
         if self.kind != "embedding":
-            self.log_dict(self.train_metrics.compute())
+            self.log_dict(self.train_metrics.compute(), sync_dist=True)
             self.train_metrics.reset()
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -86,7 +89,29 @@ class SupervisedTask(L.LightningModule):
         out = self.model(x)
         per_sample = self.loss_fn(out, y)
         loss_metric.update(per_sample)
-        metrics.update(metric_inputs(self.kind, self.num_classes, out), y)
+        if self.kind != "embedding":
+            metrics.update(self._metric_inputs(out), y)
+
+    def _metric_inputs(self, out: Tensor) -> Tensor:
+        point = getattr(self.loss_fn, "point_prediction", None)  # quantile / gaussian_nll heads
+        if self.kind == "regression" and point is not None:
+            out = point(out)
+        return metric_inputs(self.kind, self.num_classes, out)
+
+    def _epoch_values(self, split: str, metrics: Any, loss_metric: MeanMetric) -> dict:
+        """Computed (and reset) metrics of one evaluation epoch, including the loss."""
+        if self.kind == "embedding":
+            dm = self.trainer.datamodule
+            (xr, yr), (xq, yq) = dm.splits["train"], dm.splits[split]
+            values = {f"{split}/acc": knn_accuracy(embed(self.model, xr, self.device), yr,
+                                                   embed(self.model, xq, self.device), yq,
+                                                   self.knn_k)}
+        else:
+            values = metrics.compute()
+            metrics.reset()
+        values[f"{split}/loss"] = loss_metric.compute()
+        loss_metric.reset()
+        return values
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, self.val_loss)
@@ -95,23 +120,19 @@ class SupervisedTask(L.LightningModule):
         self._eval_step(batch, self.test_metrics, self.test_loss)
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        values["val/loss"] = self.val_loss.compute()
-        self.val_metrics.reset()
-        self.val_loss.reset()
+        values = self._epoch_values("val", self.val_metrics, self.val_loss)
         if self.trainer.sanity_checking:
             return
-        self.log_dict(values, prog_bar=False)
+        # values are already reduced across processes by torchmetrics; sync_dist only averages
+        # identical numbers and silences Lightning's DDP warning.
+        self.log_dict(values, sync_dist=True)
         if self.monitor in values:
             self.val_best.update(values[self.monitor])
-            self.log(f"{self.monitor}_best", self.val_best.compute())
+            self.log(f"{self.monitor}_best", self.val_best.compute(), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
-        values["test/loss"] = self.test_loss.compute()
-        self.test_metrics.reset()
-        self.test_loss.reset()
-        self.log_dict(values)
+        values = self._epoch_values("test", self.test_metrics, self.test_loss)
+        self.log_dict(values, sync_dist=True)
 
     # -- optimisation -------------------------------------------------------------------------
     # scheduler state that is derived from the run's length; on resume (possibly with a new
@@ -130,3 +151,32 @@ class SupervisedTask(L.LightningModule):
         return configure(self.model, dict(self.hparams.optim), dict(self.hparams.scheduler),
                          steps_per_run=int(self.trainer.estimated_stepping_batches),
                          epochs=int(self.trainer.max_epochs or 1))
+
+    # -- gradient clipping and step vetoes (attached by losslab.callbacks) ----------------------
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Last hook before the optimizer's update (after every `on_before_optimizer_step`).
+
+        A `step_guard` (GradHealth, action skip/stop) may veto the step here (it raises
+        SkipStep, caught in `optimizer_step`); then the `gradient_clipper` (GradClip) clips, or,
+        without one, Lightning's own `trainer.gradient_clip_val` clipping applies.
+        """
+        guard = getattr(self, "step_guard", None)
+        if guard is not None:
+            guard.check(self)
+        clipper = getattr(self, "gradient_clipper", None)
+        if clipper is not None and clipper.active:
+            clipper.clip(self, optimizer)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                gradient_clip_algorithm)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Any = None) -> None:
+        """Lightning's step; with a `step_guard` attached, a vetoed step leaves the weights and
+        the optimizer state untouched (the closure still runs once, inside optimizer.step)."""
+        guard = getattr(self, "step_guard", None)
+        if guard is None:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        else:
+            guard.run_step(self, optimizer, optimizer_closure)
