@@ -91,7 +91,7 @@ def check_group_keys(args: list[str]) -> None:
         path = CONF_DIR / group / f"{option}.yaml"
         if option is None or not path.is_file() or experiment_set:
             continue
-        keys = [str(k) for k in OmegaConf.load(path).keys()]
+        keys = [str(k) for k in OmegaConf.load(path)]
         first = rest.split(".")[0]
         if first not in keys and "_target_" not in keys:
             raise UserError(

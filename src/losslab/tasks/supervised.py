@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
+from losslab.tasks.consistency import consistency_term, make_augmentation
 from losslab.tasks.knn import embed, knn_accuracy
 from losslab.tasks.metrics import build_metrics, metric_inputs
 
@@ -33,6 +34,9 @@ class SupervisedTask(L.LightningModule):
         self.kind, self.num_classes = kind, num_classes
         reg = regularization or {}
         self.l1, self.l2 = float(reg.get("l1", 0.0)), float(reg.get("l2", 0.0))
+        cons = dict((config or {}).get("task", {}).get("consistency") or {})
+        self.consistency_weight = float(cons.pop("weight", 0.0))
+        self.augment = make_augmentation(**cons) if self.consistency_weight else None
         # embedding losses are evaluated by k-NN accuracy against the training set instead
         self.train_metrics = build_metrics(kind, num_classes, "train/")
         self.val_metrics = build_metrics(kind, num_classes, "val/")
@@ -68,6 +72,9 @@ class SupervisedTask(L.LightningModule):
         else:
             data_loss = per_sample.mean()
         terms = self.regularization_terms()
+        if self.augment is not None:
+            terms["consistency"] = self.consistency_weight * consistency_term(
+                self.model, x, out, self.augment)
         loss = data_loss + sum(terms.values()) if terms else data_loss
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         if terms:
