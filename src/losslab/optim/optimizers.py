@@ -204,16 +204,22 @@ def radam(params: Any, lr: float = 1e-3, betas: Iterable[float] = (0.9, 0.999), 
 @OPTIMIZERS.register("lbfgs", aliases=("l_bfgs",))
 def lbfgs(params: Any, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
           tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
-          line_search_fn: str | None = "strong_wolfe") -> torch.optim.Optimizer:
+          line_search_fn: str | None = "strong_wolfe",
+          weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """L-BFGS (Liu & Nocedal 1989) with a strong-Wolfe line search by default.
 
     Needs `step(closure)`; Lightning's automatic optimization supplies one, calling
     training_step + backward up to `max_eval` times per optimizer step (so use full-batch or
-    large batches, and no dropout). torch's LBFGS supports a single parameter group only:
-    groups are merged, which is refused when they differ in lr scale or weight decay (LBFGS
-    has no weight decay; add an L2 term to the loss instead).
+    large batches, and no dropout). `max_eval` defaults to ``max_iter * 5 // 4 + 10``: torch's
+    ``max_iter * 5 // 4`` leaves the line search no evaluations at ``max_iter=1`` (one L-BFGS
+    iteration per batch), and L-BFGS then stalls. torch's LBFGS supports a single parameter
+    group only: groups are merged, which is refused when they carry an lr scale or weight
+    decay (LBFGS has no weight decay: `weight_decay` must be 0; add an L2 term to the loss).
     """
-    _check_common("lbfgs", lr)
+    _check_common("lbfgs", lr, weight_decay)
+    if weight_decay:
+        raise UserError("optimizer 'lbfgs' has no 'weight_decay' (got "
+                        f"{weight_decay}); add an L2 term to the loss instead.")
     check_range(_owner("lbfgs"), "max_iter", max_iter, low=1)
     check_range(_owner("lbfgs"), "history_size", history_size, low=1)
     if line_search_fn in ("none", "None", ""):
@@ -233,7 +239,8 @@ def lbfgs(params: Any, lr: float = 1.0, max_iter: int = 20, max_eval: int | None
         else:
             flat.append(g)
     return torch.optim.LBFGS(flat, lr=lr, max_iter=int(max_iter),
-                             max_eval=None if max_eval is None else int(max_eval),
+                             max_eval=int(max_iter) * 5 // 4 + 10 if max_eval is None
+                             else int(max_eval),
                              tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                              history_size=int(history_size), line_search_fn=line_search_fn)
 

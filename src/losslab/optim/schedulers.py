@@ -140,11 +140,13 @@ def linear_warmup(optimizer: torch.optim.Optimizer, total_steps: int,
 @SCHEDULERS.register("onecycle", aliases=("one_cycle",))
 def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float | None = None,
              pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
-             anneal_strategy: str = "cos") -> lr_scheduler.LRScheduler:
+             anneal_strategy: str = "cos",
+             cycle_momentum: bool = True) -> lr_scheduler.LRScheduler:
     """One-cycle (Smith 2018): warm up to max_lr over pct_start, then anneal down.
 
     `max_lr` defaults to each group's lr; a number given here is multiplied by each group's
-    `lr_scale`, so per-module scales survive.
+    `lr_scale`, so per-module scales survive. With `cycle_momentum` (torch's default) the
+    momentum, or Adam's beta1, cycles inversely between 0.85 and 0.95.
     """
     owner = _owner("onecycle")
     check_range(owner, "pct_start", pct_start, low=0, high=1, low_inclusive=False,
@@ -160,7 +162,8 @@ def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float |
     return lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=max(total_steps, 2),
                                    pct_start=pct_start, div_factor=div_factor,
                                    final_div_factor=final_div_factor,
-                                   anneal_strategy=anneal_strategy)
+                                   anneal_strategy=anneal_strategy,
+                                   cycle_momentum=bool(cycle_momentum) and _has_momentum(optimizer))
 
 
 @SCHEDULERS.register("plateau", aliases=("reduce_on_plateau", "reducelronplateau"))
@@ -180,3 +183,9 @@ def plateau(optimizer: torch.optim.Optimizer, total_steps: int, mode: str = "min
                                           patience=int(patience), threshold=threshold,
                                           threshold_mode=threshold_mode, cooldown=int(cooldown),
                                           min_lr=min_lr, eps=eps)
+
+
+def _has_momentum(optimizer: torch.optim.Optimizer) -> bool:
+    """OneCycle can cycle momentum only for optimizers with `momentum` or `betas`
+    (lbfgs, newton_cg, natural_gradient, adagrad, ... have neither)."""
+    return any(k in optimizer.defaults for k in ("momentum", "betas"))
