@@ -64,9 +64,19 @@ def build_task(cfg: DictConfig) -> tuple[SupervisedTask, L.LightningDataModule]:
     return task, dm
 
 
-def _checkpoint(path: Any) -> str | None:
+def _checkpoint(path: Any, out_dir: Path) -> str | None:
+    """`ckpt_path` as a file: `last` means this run folder's last.ckpt, else the newest
+    `last.ckpt` under outputs/ (resume after a kill with `ckpt_path=last`)."""
     if path in (None, "", "null"):
         return None
+    if str(path) == "last":
+        own = out_dir / "checkpoints" / "last.ckpt"
+        found = [own] if own.is_file() else sorted(
+            Path("outputs").glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise UserError("ckpt_path=last: no checkpoints/last.ckpt in this run folder or "
+                            "under outputs/.")
+        return str(found[-1])
     p = Path(str(path))
     if not p.is_file():
         raise UserError(f"ckpt_path: no checkpoint file at '{path}'.")
@@ -80,9 +90,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     task, dm = build_task(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"), "callback")
+    callbacks += instantiate_group({"curriculum": to_dict(cfg.get("curriculum"))}, "callback")
     loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer: L.Trainer = build_trainer(cfg, callbacks, loggers)
-    ckpt = _checkpoint(cfg.get("ckpt_path"))
+    ckpt = _checkpoint(cfg.get("ckpt_path"), out_dir)
     write_provenance(out_dir, cfg)
 
     metrics: dict[str, float] = {}

@@ -8,7 +8,8 @@ from weakref import proxy
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 def weights_are_finite(module: torch.nn.Module) -> bool:
@@ -23,13 +24,35 @@ def weights_are_finite(module: torch.nn.Module) -> bool:
 
 class FiniteCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, but a checkpoint is written only when all weights are finite
-    (a NaN/Inf model is never saved over a good one), and every file is written to a temporary
+    (a NaN/Inf model is never saved over a good one), `last.ckpt` is the state at the end of
+    the latest epoch (or at Ctrl-C / SIGTERM), and every file is written to a temporary
     name and renamed into place, so a kill during saving never leaves a truncated file."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
         self.skipped_non_finite = 0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Keep `last.ckpt` at the end of every epoch. (Lightning >= 2.5 writes `last` only in
+        steps where a top-k checkpoint was written, so a run whose best epoch is early would
+        resume from that early epoch.)"""
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
+                and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        """Ctrl-C (SIGINT) and SIGTERM: save `last.ckpt` (if the weights are finite)."""
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        if not (self.save_last and self.dirpath) or trainer.state.fn != "fit":
+            return
+        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        self._save_checkpoint(trainer, path)
+        rank_zero_info(f"Interrupted at step {trainer.global_step}: saved {path}. Resume with "
+                       f"ckpt_path={path}")
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if not weights_are_finite(trainer.lightning_module):

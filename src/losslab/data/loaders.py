@@ -14,6 +14,14 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+class _EpochSetter:
+    def __init__(self, loader: InMemoryLoader) -> None:
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.epoch = int(epoch)
+
+
 class InMemoryLoader:
     """Iterates over (x[idx], y[idx], idx) batches of tensors held in memory.
 
@@ -28,6 +36,11 @@ class InMemoryLoader:
         self.batch_size = int(batch_size)
         self.shuffle, self.drop_last = shuffle, drop_last
         self.seed, self.epoch = int(seed), 0
+        # Lightning calls `dataloader.sampler.set_epoch(epoch)` at every epoch start, so the
+        # shuffle order depends on the epoch number alone (exact on resume), not on how many
+        # times this object was iterated.
+        self.sampler = _EpochSetter(self)
+        self.batch_sampler = None
 
     def _indices(self) -> Tensor:
         n = self.x.shape[0]
@@ -49,7 +62,7 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         idx = self._indices()
-        self.epoch += 1
+        self.epoch += 1  # for plain iteration outside Lightning; set_epoch overrides it
         n = idx.shape[0]
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):

@@ -10,9 +10,11 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
+from losslab.optim import OPTIMIZERS
 from losslab.tasks.consistency import consistency_term, make_augmentation
 from losslab.tasks.knn import embed, knn_accuracy
 from losslab.tasks.metrics import build_metrics, metric_inputs
+from losslab.tasks.rng import collect_rng_states, set_rng_states
 
 
 class SupervisedTask(L.LightningModule):
@@ -46,6 +48,9 @@ class SupervisedTask(L.LightningModule):
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.sample_weight_fn = None  # callable(idx, per_sample_loss) -> weights [N]
+        # optimizers that differentiate the closure's graph themselves (natural gradient) need
+        # Lightning's manual optimization; everything else uses automatic optimization.
+        self.automatic_optimization = not needs_graph_closure(optim.get("name"))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -64,6 +69,29 @@ class SupervisedTask(L.LightningModule):
         return terms
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        if not self.automatic_optimization:
+            return self._graph_closure_step(batch)
+        return self._objective(batch)[0]
+
+    def _graph_closure_step(self, batch: tuple[Tensor, ...]) -> Tensor:
+        """Manual optimization: the optimizer gets a closure returning (loss, outputs)."""
+        opt = self.optimizers()
+        opt.zero_grad()
+        loss = opt.step(closure=lambda: self._objective(batch))
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        sched = self.lr_schedulers()
+        if sched is not None and self.hparams.scheduler.get("interval", "step") == "step":
+            sched.step()
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        sched = None if self.automatic_optimization else self.lr_schedulers()
+        if sched is not None and self.current_epoch > 0 and \
+                self.hparams.scheduler.get("interval", "step") == "epoch":
+            sched.step()
+
+    def _objective(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """The training loss of one batch (logged) and the model outputs."""
         x, y, idx = batch
         out = self.model(x)
         per_sample = self.loss_fn(out, y)
@@ -83,7 +111,7 @@ class SupervisedTask(L.LightningModule):
                 self.log(f"train/{k}", v, on_step=True, on_epoch=True)
         if self.kind != "embedding":
             self.train_metrics.update(self._metric_inputs(out.detach()), y)
-        return loss
+        return loss, out
 
     def on_train_epoch_end(self) -> None:
         if self.kind != "embedding":
@@ -151,6 +179,11 @@ class SupervisedTask(L.LightningModule):
         for state in checkpoint.get("lr_schedulers", []):
             for key in self.LENGTH_KEYS:
                 state.pop(key, None)
+        if "rng_states" in checkpoint and self.trainer.state.fn == "fit":
+            set_rng_states(checkpoint["rng_states"])  # exact continuation of dropout etc.
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = collect_rng_states()
 
     def configure_optimizers(self) -> Any:
         from losslab.optim import configure
@@ -187,3 +220,10 @@ class SupervisedTask(L.LightningModule):
             super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         else:
             guard.run_step(self, optimizer, optimizer_closure)
+
+
+def needs_graph_closure(name: str | None) -> bool:
+    """True for optimizers whose closure must return the graph (natural_gradient)."""
+    if not name or name not in OPTIMIZERS:
+        return False
+    return OPTIMIZERS.canonical(name) == "natural_gradient"
