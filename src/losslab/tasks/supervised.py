@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
+from losslab.errors import UserError, did_you_mean
 from losslab.optim import OPTIMIZERS
 from losslab.tasks.consistency import consistency_term, make_augmentation
 from losslab.tasks.knn import embed, knn_accuracy
@@ -185,8 +186,26 @@ class SupervisedTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = collect_rng_states()
 
+    def logged_metric_names(self) -> list[str]:
+        """Every metric this task logs per epoch (what a scheduler may monitor)."""
+        names = ["train/loss", "val/loss", f"{self.monitor}_best"]
+        for metrics in (self.train_metrics, self.val_metrics):
+            names += [f"{metrics.prefix}{k}" for k in metrics.keys(keep_base=True)] \
+                if self.kind != "embedding" else []
+        if self.kind == "embedding":
+            names.append("val/acc")
+        return sorted(set(names))
+
     def configure_optimizers(self) -> Any:
         from losslab.optim import configure
+
+        monitor = self.hparams.scheduler.get("monitor")
+        if monitor and self.hparams.scheduler.get("name") == "plateau":
+            logged = self.logged_metric_names()
+            if monitor not in logged:
+                raise UserError(f"scheduler 'plateau': 'monitor' is '{monitor}', which is never "
+                                f"logged. Logged metrics: {', '.join(logged)}."
+                                + did_you_mean(monitor, logged))
 
         return configure(self.model, dict(self.hparams.optim), dict(self.hparams.scheduler),
                          steps_per_run=int(self.trainer.estimated_stepping_batches),
