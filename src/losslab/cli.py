@@ -121,8 +121,9 @@ def hydra_main(cfg: DictConfig) -> float:
 
     # Hydra's logging (console + train.log) gets Lightning's messages; drop Lightning's own
     # console handler so each line prints once.
-    logging.getLogger("lightning.pytorch").handlers.clear()
-    logging.getLogger("lightning.fabric").handlers.clear()
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     try:
         metrics = train(cfg)
     except UserError as e:

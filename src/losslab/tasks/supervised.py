@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
@@ -197,7 +198,7 @@ class SupervisedTask(L.LightningModule):
         return sorted(set(names))
 
     def configure_optimizers(self) -> Any:
-        from losslab.optim import configure
+        from losslab.optim import configure, describe_param_groups
 
         monitor = self.hparams.scheduler.get("monitor")
         if monitor and self.hparams.scheduler.get("name") == "plateau":
@@ -207,9 +208,11 @@ class SupervisedTask(L.LightningModule):
                                 f"logged. Logged metrics: {', '.join(logged)}."
                                 + did_you_mean(monitor, logged))
 
-        return configure(self.model, dict(self.hparams.optim), dict(self.hparams.scheduler),
-                         steps_per_run=int(self.trainer.estimated_stepping_batches),
-                         epochs=int(self.trainer.max_epochs or 1))
+        out = configure(self.model, dict(self.hparams.optim), dict(self.hparams.scheduler),
+                        steps_per_run=int(self.trainer.estimated_stepping_batches),
+                        epochs=int(self.trainer.max_epochs or 1))
+        rank_zero_info(describe_param_groups(out["optimizer"].param_groups))
+        return out
 
     # -- gradient clipping and step vetoes (attached by losslab.callbacks) ----------------------
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
