@@ -30,5 +30,5 @@ def test_plateau_on_a_metric_never_logged_fails_at_start(make_cfg):
 
 
 def test_reference_adam_trains(make_cfg):
-    metrics = train(make_cfg("optim=adam", "+optim.impl=reference", "debug=fast_dev_run"))
+    metrics = train(make_cfg("optim=adam", "optim.impl=reference", "debug=fast_dev_run"))
     assert metrics["test/acc"] > 0
