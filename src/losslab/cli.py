@@ -100,6 +100,25 @@ def check_group_keys(args: list[str]) -> None:
                 f"To add a new key on purpose, write '+{key}=...'.")
 
 
+def check_output_dir(args: list[str]) -> None:
+    """The run folder must be creatable: fail before Hydra does, with one clear line."""
+    targets = [a.split("=", 1)[1] for a in args
+               if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    for target in targets or [os.getcwd()]:
+        if "$" in target:
+            continue
+        path = Path(target)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".losslab-write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"The output folder '{target}' cannot be written ({e.strerror}). "
+                            "Choose another with hydra.run.dir=<folder> (multirun: "
+                            "hydra.sweep.dir=<folder>), or run from a writable folder.") from e
+
+
 def report(error: UserError) -> None:
     print(f"\nlosslab: error: {error}\n", file=sys.stderr)
 
@@ -143,6 +162,7 @@ def main() -> None:
     try:
         check_overrides(sys.argv[1:])
         check_group_keys(sys.argv[1:])
+        check_output_dir(sys.argv[1:])
     except UserError as e:
         report(e)
         sys.exit(EXIT_USER_ERROR)

@@ -129,10 +129,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> 
 
     try:
         return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"trainer: {e}") from e
-    except Exception as e:  # noqa: BLE001 (Lightning raises MisconfigurationException)
-        raise UserError(f"trainer: {e}") from e
+    except Exception as e:  # noqa: BLE001 (hydra wraps Lightning's MisconfigurationException)
+        cause = e.__cause__ or e
+        raise UserError(f"trainer: {str(cause).splitlines()[0]}") from e
 
 
 def _guard_checkpoint_load(fn: Any, ckpt: str | None) -> Any:
@@ -147,8 +146,11 @@ def _guard_checkpoint_load(fn: Any, ckpt: str | None) -> Any:
                             f"{msg.splitlines()[0]}") from e
         raise
     except Exception as e:  # noqa: BLE001
-        if ckpt and type(e).__name__ in ("UnpicklingError", "EOFError"):
-            raise UserError(f"ckpt_path '{ckpt}' is not a readable checkpoint ({e}).") from e
+        if ckpt and type(e).__name__ in ("UnpicklingError", "EOFError", "BadZipFile"):
+            raise UserError(f"ckpt_path '{ckpt}' is not a Lightning checkpoint (torch.load "
+                            f"could not read it: {type(e).__name__}). Pass a .ckpt file "
+                            "written by a losslab run (checkpoints/last.ckpt or best-*.ckpt).") \
+                from e
         raise
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from losslab.errors import UserError, check_choice
+from losslab.errors import UserError, check_choice, check_range
 from losslab.optim.optimizers import OPTIMIZERS, REFERENCE_NAMES
 from losslab.optim.param_groups import build_param_groups
 from losslab.optim.schedulers import SCHEDULERS
@@ -50,6 +50,10 @@ def build_optimizer(model: nn.Module, optim_cfg: Mapping[str, Any] | Any):
                         f"{', '.join(OPTIMIZERS.names())}.")
     name = OPTIMIZERS.canonical(cfg.pop("name"))
     factory = OPTIMIZERS.get(name)
+    for key in ("lr", "weight_decay"):  # before any arithmetic on them: `optim.lr=fast`
+        if key in cfg:
+            check_range(f"optimizer '{name}'", key, cfg[key], low=0,
+                        low_inclusive=key == "weight_decay")
     no_decay = cfg.pop("no_decay", DEFAULT_NO_DECAY)
     lr_scales = cfg.pop("lr_scales", None)
     impl = cfg.pop("impl", "torch") or "torch"
