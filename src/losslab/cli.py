@@ -16,6 +16,8 @@ from losslab.errors import UserError, did_you_mean
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 EXIT_USER_ERROR = 2
+EXIT_SWEEP_FAILED = 3  # a multirun finished, but some of its jobs failed (see summary.md)
+log = logging.getLogger(__name__)
 
 
 def group_options(group: str) -> list[str]:
@@ -143,19 +145,63 @@ def hydra_main(cfg: DictConfig) -> float:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    from losslab.sweeps.ddp import release_ddp_job
+    from losslab.sweeps.failures import divergence, one_line
+
+    _clear_failure()
     try:
         metrics = train(cfg)
     except UserError as e:
+        _record_failure(one_line(e), kind="user_error")
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         report(e)
         if _is_multirun():
             return math.nan  # one bad job must not end the sweep
         sys.exit(EXIT_USER_ERROR)
+    except Exception as e:
+        _record_failure(one_line(e))
+        if not _is_multirun():
+            raise
+        # any other error fails this job only: traceback to the job's log, the sweep goes on
+        log.error(f"job failed: {one_line(e)}", exc_info=True)
+        return math.nan
+    finally:
+        release_ddp_job()  # DDP: the job's rank processes end before the next job starts
     key = str(cfg.optimized_metric)
     value = metrics.get(f"{key}_best", metrics.get(key, math.nan))
     print(f"{key} (best) = {value:.6g}")
+    diverged = divergence(metrics, key)
+    if diverged:
+        _record_failure(diverged, kind="diverged")
+        print(f"losslab: {diverged}", file=sys.stderr)
+        if _is_multirun():
+            return math.nan
     return float(value)
+
+
+def _clear_failure() -> None:
+    """Drop an error.json left by an earlier run in this folder (a rerun of the same sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from losslab.sweeps.failures import ERROR_FILE
+
+    if HydraConfig.initialized() and os.environ.get("LOCAL_RANK", "0") == "0":
+        (Path(HydraConfig.get().runtime.output_dir) / ERROR_FILE).unlink(missing_ok=True)
+
+
+def _record_failure(message: str, kind: str = "exception") -> None:
+    """error.json in the job folder (rank 0 only), read back by the sweep summary."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from losslab.sweeps.failures import write_error
+
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return
+    try:
+        write_error(HydraConfig.get().runtime.output_dir, message, kind)
+    except (ValueError, OSError) as e:
+        log.warning(f"could not write error.json: {e}")
 
 
 def main() -> None:
@@ -167,3 +213,11 @@ def main() -> None:
         report(e)
         sys.exit(EXIT_USER_ERROR)
     hydra_main()
+    from losslab.sweeps.summary import last_sweep
+
+    sweep = last_sweep()
+    if sweep is not None and sweep.failed and sweep.fail_exit:
+        print(f"\nlosslab: {len(sweep.failed)} of {sweep.n_jobs} sweep jobs failed (see "
+              f"{sweep.sweep_dir / 'summary.md'}; sweep_fail_exit=false exits 0).\n",
+              file=sys.stderr)
+        sys.exit(EXIT_SWEEP_FAILED)

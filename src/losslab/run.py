@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from losslab.builders import build, instantiate_group, to_dict
 from losslab.data import DATASETS, DataInfo
@@ -17,6 +17,8 @@ from losslab.errors import UserError
 from losslab.losses import LOSSES, Loss
 from losslab.models import MODELS
 from losslab.provenance import write_provenance
+from losslab.sweeps.ddp import write_rank_record
+from losslab.sweeps.overrides import job_overrides, parse_override
 from losslab.tasks import SupervisedTask
 
 
@@ -103,6 +105,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["perf/fit_seconds"] = time.perf_counter() - start
         metrics["perf/train_steps"] = float(trainer.global_step)
         metrics.update(_scalars(trainer.callback_metrics))
+        if trainer.world_size > 1:  # ddp/rank<r>.json: each rank's overrides + config digest
+            write_rank_record(out_dir, trainer.global_rank, trainer.world_size, to_dict(cfg))
     if cfg.get("test", True):
         if cfg.get("train", True):
             best = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -178,11 +182,19 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float])
     for k, v in to_dict(cfg.loss).items():
         if k != "name" and isinstance(v, (int, float, str, bool)):
             params[f"loss.{k}"] = v
+    for key, value in map(parse_override, job_overrides()):  # swept keys get a column too
+        if not key.startswith(("callbacks", "logger", "paths", "hydra")):
+            params.setdefault(key, _hparam(OmegaConf.select(cfg, key, default=value), value))
     final = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics=final)
             logger.save()
+
+
+def _hparam(value: Any, text: str) -> Any:
+    """A TensorBoard-friendly hparam value: scalars as they are, anything else as its text."""
+    return value if isinstance(value, (int, float, str, bool)) else text
 
 
 def print_metrics(metrics: dict[str, float]) -> None:

@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from losslab.data.loaders import InMemoryLoader
-from losslab.data.splits import Standardizer, split_indices
+from losslab.data.noise import apply_label_noise
+from losslab.data.splits import Standardizer, check_folds, kfold_indices, split_indices
 from losslab.errors import UserError, check_choice, check_range
 from losslab.registry import Registry
 
@@ -41,16 +42,26 @@ class ArrayDataModule(L.LightningDataModule):
                  test_fraction: float = 0.15, standardize: bool = True,
                  standardize_target: bool = False, loader: str = "memory", num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = False, seed: int = 42,
+                 label_noise: float = 0.0, num_folds: int | None = None, fold: int = 0,
                  monitor: Any = None, name: str | None = None) -> None:
         super().__init__()
         owner = f"data '{self.registry_name}'"
         if not isinstance(batch_size, int) or batch_size <= 0:
-            raise UserError(f"{owner}: 'batch_size' must be a positive integer, got {batch_size!r}.")
+            raise UserError(f"{owner}: 'batch_size' must be a positive integer, "
+                            f"got {batch_size!r}.")
         check_range(owner, "val_fraction", val_fraction, low=0, high=1, low_inclusive=False,
                     high_inclusive=False)
         check_range(owner, "test_fraction", test_fraction, low=0, high=1, high_inclusive=False)
         check_choice(owner, "loader", loader, ("memory", "torch"))
         check_range(owner, "num_workers", num_workers, low=0)
+        check_range(owner, "label_noise", label_noise, low=0, high=1, high_inclusive=False)
+        check_folds(num_folds, fold)
+        self.num_folds, self.fold = num_folds, fold  # k-fold CV over train+val (val = fold)
+        if label_noise and self.kind != "classification":
+            raise UserError(f"{owner}: 'label_noise' flips class labels; this is a {self.kind} "
+                            "set. Use label_noise=0.")
+        self.label_noise = float(label_noise)
+        self.noisy_train: torch.Tensor | None = None  # bool [n_train]: labels flipped by noise
         self.batch_size, self.val_fraction, self.test_fraction = batch_size, val_fraction, \
             test_fraction
         self.standardize, self.standardize_target = standardize, standardize_target
@@ -81,7 +92,12 @@ class ArrayDataModule(L.LightningDataModule):
             parts = split_indices(len(x), {"val": self.val_fraction,
                                            "test": self.test_fraction}, self.seed)
             raw = {k: (x[v], y[v]) for k, v in parts.items()}
+        if self.num_folds is not None:  # the test split stays; train+val is re-cut by fold
+            pool = np.concatenate([parts["train"], parts["val"]])
+            folds = kfold_indices(pool, self.num_folds, self.fold, self.seed)
+            raw.update({k: (x[v], y[v]) for k, v in folds.items()})
         self._validate(raw)
+        raw, self.noisy_train = apply_label_noise(raw, self.label_noise, self.seed)  # train only
         if self.standardize:
             sx = Standardizer(raw["train"][0])
             raw = {k: (sx(a), b) for k, (a, b) in raw.items()}

@@ -132,7 +132,8 @@ class Imbalanced(ArrayDataModule):
     def load(self) -> dict[str, np.ndarray]:
         from sklearn.datasets import make_classification
 
-        x, y = make_classification(n_samples=self.n, n_features=self.d, n_informative=min(5, self.d),
-                                   n_redundant=0, weights=[1 - self.positive_rate],
-                                   class_sep=self.class_sep, flip_y=0.0, random_state=self.seed)
+        x, y = make_classification(n_samples=self.n, n_features=self.d,
+                                   n_informative=min(5, self.d), n_redundant=0,
+                                   weights=[1 - self.positive_rate], class_sep=self.class_sep,
+                                   flip_y=0.0, random_state=self.seed)
         return {"x": x.astype(np.float32), "y": y}
