@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -28,6 +29,6 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return lambda *overrides: compose_cfg(tmp_path / "run", *overrides)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_threads() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tiny models on 2 cores: one intra-op thread avoids oversubscription (pytest + subprocesses).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)

@@ -31,6 +31,8 @@ def build(registry: Registry[Any], cfg: Any, *args: Any, drop: tuple[str, ...] =
         try:
             return instantiate(params, *args, **extra)
         except Exception as e:  # noqa: BLE001  (hydra wraps import and call errors)
+            if isinstance(e.__cause__, UserError):
+                raise e.__cause__ from None
             raise UserError(f"Could not instantiate {registry.kind} '{params['_target_']}': "
                             f"{e}") from e
     if "name" not in params:
@@ -50,6 +52,8 @@ def instantiate_group(cfg: Any, kind: str) -> list[Any]:
             try:
                 objects.append(instantiate(conf))
             except Exception as e:  # noqa: BLE001
+                if isinstance(e.__cause__, UserError):  # hydra wraps errors raised in __init__
+                    raise e.__cause__ from None
                 raise UserError(f"Could not build {kind} '{key}' ({conf['_target_']}): {e}") \
                     from e
     return objects
