@@ -1,0 +1,321 @@
+"""GradMonitor: gradient norms, update ratios, histograms and a layer x step heatmap.
+
+Every `log_every_n_steps` (default: the trainer's) optimizer steps it logs, from `grad_stats`
+(gradients after AMP unscaling/DDP all-reduce, before clipping):
+
+* ``grad/norm_total``               ||g||_2 over all parameters
+* ``grad/norm/<layer>``             ||g_layer||_2; layer = owning module (model.blocks.0.linear)
+
+and every `update_ratio_every_n_steps` (default 10, the trainer's default logging interval
+here; null: the logging interval) steps:
+
+* ``weight/norm/<layer>``           ||w_layer||_2 (after the step)
+* ``grad/update_ratio/<layer>``     ||w_after - w_before|| / ||w_after||, the relative size of
+  the step the optimizer actually took (a rule of thumb for Adam/SGD: around 1e-3; far below
+  means the layer barely learns, far above means it is being overwritten).
+
+The update ratio needs a copy of the weights before the step, a subtraction and a norm after
+it: three passes over the parameters, several times the cost of the gradient norms (one pass,
+shared with GradHealth and GradClip). Weight norms come out of the same pass. They change
+slowly, hence their own, sparser interval, which keeps per-step logging cheap.
+
+plus, with a TensorBoard logger: histograms of each layer's gradients and weights every
+`histogram_every_n_steps`, a custom-scalars layout that groups the per-layer charts (the
+"Custom Scalars" tab), and an image ``grad/norm_heatmap`` (log10 ||g_layer||, layers x logged
+steps) at the end of every `heatmap_every_n_epochs`-th epoch and of the last epoch.
+
+Values reach the host once per logging step (one transfer); other steps cost nothing beyond the
+shared `grad_stats`. Only global rank zero logs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from losslab.callbacks.grad_stats import (
+    GradStats,
+    UpdateTracker,
+    get_layout,
+    grad_stats,
+    reset_layout,
+    weight_norms,
+)
+from losslab.errors import check_range
+
+
+def use_fast_tensorboard_crc() -> bool:
+    """Without TensorFlow, TensorBoard checksums every event record with a pure-Python CRC32C
+    (~0.5 us per byte, in the writer thread, holding the GIL): for a small model logging ~15
+    per-layer scalars every step that is most of the monitor's cost. When `google-crc32c` is
+    installed, swap in its C implementation (the same masked CRC32C values). Idempotent;
+    returns whether the fast version is in use."""
+    try:
+        import google_crc32c
+        from tensorboard.summary.writer import record_writer
+    except ImportError:
+        return False
+    if getattr(record_writer.masked_crc32c, "_losslab_fast", False):
+        return True
+
+    def masked_crc32c(data: bytes) -> int:
+        x = google_crc32c.value(bytes(data))
+        return (((x >> 15) | ((x << 17) & 0xFFFFFFFF)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    masked_crc32c._losslab_fast = True  # type: ignore[attr-defined]
+    record_writer.masked_crc32c = masked_crc32c
+    return True
+
+
+def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
+    """The SummaryWriters of the trainer's TensorBoard loggers (empty if there are none)."""
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+    """Log scalars to every logger; TensorBoard gets them as one event (one Summary proto with
+    many values), which is several times cheaper than one `add_scalar` event per value."""
+    if not metrics or not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment
+            get_file_writer = getattr(writer, "_get_file_writer", None)
+            if get_file_writer is not None:
+                from tensorboard.compat.proto.summary_pb2 import Summary
+
+                summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v))
+                                         for k, v in metrics.items()])
+                get_file_writer().add_summary(summary, step)
+                continue
+        logger.log_metrics(metrics, step=step)
+
+
+def custom_scalars_layout(layer_names: tuple[str, ...]) -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard custom-scalars layout: overview charts, then one chart per layer."""
+    overview = {
+        "total gradient norm (before/after clipping)": ["Multiline", [r"grad/norm_total.*"]],
+        "gradient norm per layer": ["Multiline", [r"grad/norm/.*"]],
+        "update / weight ratio per layer": ["Multiline", [r"grad/update_ratio/.*"]],
+        "weight norm per layer": ["Multiline", [r"weight/norm/.*"]],
+        "clipping: fraction of steps clipped": ["Multiline", [r"grad/clip_fraction"]],
+        "health: events and skipped steps": ["Multiline", [r"health/.*"]],
+    }
+    per_layer = {
+        name: ["Multiline", [rf"grad/norm/{re.escape(name)}$",
+                             rf"grad/update_ratio/{re.escape(name)}$"]]
+        for name in layer_names
+    }
+    return {"gradients": overview, "gradients by layer (norm, update ratio)": per_layer}
+
+
+class GradMonitor(Callback):
+    """Logs gradient statistics; see the module docstring for the metrics and charts."""
+
+    def __init__(self, log_every_n_steps: int | None = None, per_layer: bool = True,
+                 update_ratio: bool = True, histogram_every_n_steps: int | None = 200,
+                 heatmap_every_n_epochs: int | None = None, heatmap_max_columns: int = 400,
+                 custom_layout: bool = True, fast_crc: bool = True,
+                 update_ratio_every_n_steps: int | None = 10) -> None:
+        owner = "callbacks.grad_monitor"
+        check_range(owner, "log_every_n_steps", log_every_n_steps, low=1, allow_none=True)
+        check_range(owner, "histogram_every_n_steps", histogram_every_n_steps, low=0,
+                    allow_none=True)
+        check_range(owner, "heatmap_every_n_epochs", heatmap_every_n_epochs, low=0,
+                    allow_none=True)
+        check_range(owner, "heatmap_max_columns", heatmap_max_columns, low=2)
+        check_range(owner, "update_ratio_every_n_steps", update_ratio_every_n_steps, low=1,
+                    allow_none=True)
+        self.log_every_n_steps = log_every_n_steps
+        self.per_layer, self.update_ratio = per_layer, update_ratio
+        self.histogram_every_n_steps = histogram_every_n_steps or 0
+        self.heatmap_every_n_epochs = heatmap_every_n_epochs
+        self.heatmap_max_columns = int(heatmap_max_columns)
+        self.custom_layout, self.fast_crc = custom_layout, fast_crc
+        self.update_ratio_every_n_steps = update_ratio_every_n_steps
+        self.tracker = UpdateTracker()
+        self._tag_cache: dict[tuple[tuple[str, ...], bool, bool], list[str]] = {}
+        self._pending: tuple[int, GradStats, bool, bool] | None = None
+        self.history_steps: list[int] = []
+        self.history: list[list[float]] = []
+        self.history_names: tuple[str, ...] = ()
+
+    @property
+    def state_key(self) -> str:
+        return "GradMonitor"
+
+    def _every(self, trainer: L.Trainer) -> int:
+        return int(self.log_every_n_steps or trainer.log_every_n_steps or 0)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reset_layout(pl_module)
+        self._pending = None
+        self.history_steps, self.history, self.history_names = [], [], ()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.fast_crc and tensorboard_writers(trainer):
+            use_fast_tensorboard_crc()
+        if not (self.custom_layout and trainer.is_global_zero):
+            return
+        names = get_layout(pl_module).layer_names if self.per_layer else ()
+        for writer in tensorboard_writers(trainer):
+            writer.add_custom_scalars(custom_scalars_layout(names))
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        step, every = trainer.global_step, self._every(trainer)
+        log_now = bool(every) and (step + 1) % every == 0
+        ratio_every = self.update_ratio_every_n_steps or every
+        ratio_now = self.per_layer and self.update_ratio and bool(ratio_every) \
+            and (step + 1) % ratio_every == 0
+        hist_now = bool(self.histogram_every_n_steps) \
+            and (step + 1) % self.histogram_every_n_steps == 0
+        if not (log_now or ratio_now or hist_now):
+            return
+        stats = grad_stats(pl_module)
+        if stats is None:
+            return
+        if hist_now:
+            self._histograms(trainer, stats, step)
+        if log_now or ratio_now:
+            self._pending = (step, stats, log_now, ratio_now)
+            if ratio_now:
+                self.tracker.before(stats)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._pending is None or trainer.global_step <= self._pending[0]:
+            return  # no optimizer step finished since the logging step began (accumulation)
+        step, stats, log_now, ratio_now = self._pending
+        self._pending = None
+        names = stats.layer_names if self.per_layer else ()
+        parts = []
+        if log_now:
+            parts.append(stats.total_norm.reshape(1))
+            if self.per_layer:
+                parts.append(stats.layer_grad_norms)
+                if not self.update_ratio:
+                    parts.append(weight_norms(stats))
+        measured = self.tracker.after() if ratio_now else None
+        if measured is not None:
+            parts += list(measured)
+        if not parts:
+            return
+        values = torch.cat(parts).tolist()  # the one host transfer
+        tags = self._tags(names, log_now, measured is not None)
+        log_scalars(trainer, dict(zip(tags, values, strict=True)), step)
+        if log_now and self.per_layer:
+            self._remember(step, names, values[1:1 + len(names)])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        epoch = trainer.current_epoch
+        every = self.heatmap_every_n_epochs
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        if every is None:  # auto: about five images per run, plus the last epoch
+            every = max(1, math.ceil(epochs / 5)) if epochs else 10
+        last = epochs is not None and epoch + 1 >= epochs
+        if every and ((epoch + 1) % every == 0 or last or trainer.should_stop):
+            self.log_heatmap(trainer)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _tags(self, names: tuple[str, ...], log_now: bool, measured: bool) -> list[str]:
+        """Metric names in the order of the values in `on_train_batch_end` (cached)."""
+        key = (names, log_now, measured)
+        if key not in self._tag_cache:
+            tags = []
+            if log_now:
+                tags += ["grad/norm_total", *(f"grad/norm/{k}" for k in names)]
+                if names and not self.update_ratio:
+                    tags += [f"weight/norm/{k}" for k in names]
+            if measured:
+                tags += [f"weight/norm/{k}" for k in names]
+                tags += [f"grad/update_ratio/{k}" for k in names]
+            self._tag_cache[key] = tags
+        return self._tag_cache[key]
+
+    def _remember(self, step: int, names: tuple[str, ...], norms: list[float]) -> None:
+        if names != self.history_names:  # the layer set changed: start a new history
+            self.history_steps, self.history, self.history_names = [], [], names
+        self.history_steps.append(step)
+        self.history.append(norms)
+
+    def _histograms(self, trainer: L.Trainer, stats: GradStats, step: int) -> None:
+        writers = tensorboard_writers(trainer)
+        if not writers:
+            return
+        by_layer: dict[int, list[int]] = {}
+        for k, layer in enumerate(stats.param_layer_ids):
+            by_layer.setdefault(layer, []).append(k)
+        with torch.no_grad():
+            for layer, ks in by_layer.items():
+                name = stats.layer_names[layer]
+                g = torch.cat([stats.params[k].grad.detach().flatten().float()  # type: ignore
+                               for k in ks]).cpu()
+                w = torch.cat([stats.params[k].detach().flatten().float() for k in ks]).cpu()
+                for writer in writers:
+                    if torch.isfinite(g).all():
+                        writer.add_histogram(f"grad_hist/{name}", g, step)
+                    if torch.isfinite(w).all():
+                        writer.add_histogram(f"weight_hist/{name}", w, step)
+
+    def heatmap(self) -> tuple[np.ndarray, list[int]]:
+        """log10 ||g_layer|| as [layers, columns]; long histories are averaged into bins."""
+        data = np.log10(np.clip(np.asarray(self.history, dtype=np.float64).T, 1e-30, None))
+        data[~np.isfinite(data)] = np.nan
+        steps = self.history_steps
+        cols = data.shape[1]
+        if cols > self.heatmap_max_columns:
+            edges = np.linspace(0, cols, self.heatmap_max_columns + 1).astype(int)
+            with warnings.catch_warnings():  # an all-NaN bin stays NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                data = np.stack([np.nanmean(data[:, a:b], axis=1) if b > a else data[:, a]
+                                 for a, b in zip(edges[:-1], edges[1:], strict=True)],
+                                axis=1)
+            steps = [steps[a] for a in edges[:-1]]
+        return data, steps
+
+    def render_heatmap(self) -> np.ndarray:
+        """The heatmap as an RGB array [H, W, 3] (matplotlib Agg, no pyplot)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        data, steps = self.heatmap()
+        names = self.history_names
+        height = 1.2 + 0.17 * len(names)
+        fig = Figure(figsize=(8.0, height), dpi=72)
+        canvas = FigureCanvasAgg(fig)
+        left = min(0.45, 0.06 + 0.0105 * max(len(n) for n in names))
+        bottom = 0.55 / height
+        ax = fig.add_axes((left, bottom, 0.88 - left, 1 - bottom - 0.35 / height))
+        im = ax.imshow(data, aspect="auto", interpolation="nearest", cmap="viridis",
+                       extent=(steps[0] - 0.5, steps[-1] + 0.5, len(names) - 0.5, -0.5))
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_title("log10 gradient norm per layer (first layer on top)", fontsize=8)
+        cax = fig.add_axes((0.9, bottom, 0.02, 1 - bottom - 0.35 / height))
+        fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+    def log_heatmap(self, trainer: L.Trainer) -> None:
+        writers = tensorboard_writers(trainer)
+        if not writers or not self.history:
+            return
+        image = self.render_heatmap()
+        for writer in writers:
+            writer.add_image("grad/norm_heatmap", image, trainer.global_step, dataformats="HWC")

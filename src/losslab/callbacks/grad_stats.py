@@ -1,0 +1,249 @@
+"""Gradient statistics, computed once per optimizer step and shared by every reader.
+
+`grad_stats(pl_module)` is called from `on_before_optimizer_step` (after AMP unscaling and DDP's
+all-reduce, so on the gradients the optimizer will use). Everything stays on the device: nothing
+here calls `.item()`/`.cpu()`. The result is cached on the module for the step, so the monitor,
+the health detector and the clipper read one computation. For parameters p grouped by their
+owning module ("layer", e.g. `model.blocks.0.linear`):
+
+    ||g_p||      = sqrt(sum g_p^2)                                  (torch._foreach_norm)
+    ||g_layer||  = sqrt(sum_{p in layer} ||g_p||^2)
+    ||g||_total  = sqrt(sum_p ||g_p||^2)           (== torch.nn.utils.get_total_norm(grads))
+    finite       = ||g||_total is finite           (False for any NaN/Inf entry, or an overflow)
+
+The cache is invalidated when the step changes or the gradients change (a new gradient tensor,
+as after `zero_grad(set_to_none=True)` + backward, or an in-place edit such as clipping, which
+bumps the tensors' version counters), so LBFGS-style optimizers that re-run the closure within
+one step, and readers after clipping, see fresh values.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+_LAYOUT_ATTR = "_losslab_grad_layout"
+_CACHE_ATTR = "_losslab_grad_stats"
+
+
+@dataclass
+class Layout:
+    """Trainable parameters grouped by owning module; built once per fit (see `reset_layout`)."""
+
+    params: list[nn.Parameter]
+    param_names: list[str]
+    layer_names: tuple[str, ...]
+    layer_of_param: list[int]
+    _index: dict[tuple[torch.device, tuple[int, ...]], Tensor] = field(default_factory=dict)
+    _zeros: dict[tuple[torch.device, int], Tensor] = field(default_factory=dict)
+
+    def index(self, device: torch.device, keep: tuple[int, ...]) -> Tensor:
+        """The layer id of each kept parameter, as a long tensor on `device` (cached)."""
+        key = (device, keep)
+        if key not in self._index:
+            ids = [self.layer_of_param[i] for i in keep]
+            self._index[key] = torch.tensor(ids, dtype=torch.long, device=device)
+        return self._index[key]
+
+    def zeros(self, device: torch.device, n: int) -> Tensor:
+        """A cached float32 zero vector (the base of out-of-place `index_add`)."""
+        key = (device, n)
+        if key not in self._zeros:
+            self._zeros[key] = torch.zeros(n, dtype=torch.float32, device=device)
+        return self._zeros[key]
+
+
+@dataclass
+class GradStats:
+    """Gradient statistics of one optimizer step; every field is a device tensor.
+
+    `layer_names[i]` names `layer_grad_norms[i]` (and `layer_weight_norms[i]`); layers whose
+    parameters have no gradient this step are absent. `params`/`param_grad_norms` are per
+    parameter tensor, in the same order; `param_layer` (device) and `param_layer_ids` (host)
+    give each parameter's layer index.
+    """
+
+    step: int
+    layer_names: tuple[str, ...]
+    total_norm: Tensor
+    layer_grad_norms: Tensor
+    param_grad_norms: Tensor
+    params: list[nn.Parameter]
+    param_names: list[str]
+    param_layer: Tensor
+    param_layer_ids: list[int]
+    layer_weight_norms: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grads(self) -> list[Tensor]:
+        return [p.grad for p in self.params]  # type: ignore[misc]
+
+    @property
+    def finite(self) -> Tensor:
+        """0-d bool tensor: every gradient entry is finite (||g||_total is finite)."""
+        return torch.isfinite(self.total_norm)
+
+
+def layer_name(param_name: str) -> str:
+    """`model.blocks.0.linear.weight` -> `model.blocks.0.linear`; root parameters keep theirs."""
+    owner, _, _ = param_name.rpartition(".")
+    return owner or param_name
+
+
+def build_layout(module: nn.Module) -> Layout:
+    """Group the trainable parameters of `module` by the module that owns them."""
+    params, names, layer_of, layers = [], [], [], {}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = layer_name(name)
+        layer_of.append(layers.setdefault(layer, len(layers)))
+        params.append(p)
+        names.append(name)
+    return Layout(params, names, tuple(layers), layer_of)
+
+
+def get_layout(module: nn.Module) -> Layout:
+    layout = getattr(module, _LAYOUT_ATTR, None)
+    if layout is None:
+        layout = build_layout(module)
+        object.__setattr__(module, _LAYOUT_ATTR, layout)
+    return layout
+
+
+def reset_layout(module: nn.Module) -> None:
+    """Forget the cached layout and statistics (call when the parameter set may have changed)."""
+    for attr in (_LAYOUT_ATTR, _CACHE_ATTR):
+        if hasattr(module, attr):
+            object.__delattr__(module, attr)
+
+
+def current_step(module: nn.Module) -> int:
+    trainer = getattr(module, "_trainer", None)
+    return int(trainer.global_step) if trainer is not None else -1
+
+
+def group_norms(per_param: Tensor, index: Tensor, num_groups: int,
+                zeros: Tensor | None = None, squared: Tensor | None = None) -> Tensor:
+    """sqrt(sum of squared norms) per group: the L2 norm of the concatenated group."""
+    if zeros is None:
+        zeros = torch.zeros(num_groups, dtype=per_param.dtype, device=per_param.device)
+    sq = per_param.square() if squared is None else squared
+    return torch.index_add(zeros, 0, index, sq).sqrt()
+
+
+def foreach_norms(tensors: list[Tensor]) -> Tensor:
+    """[len(tensors)] float32 L2 norms, computed with one fused kernel per device."""
+    norms = torch._foreach_norm(tensors, 2.0, dtype=torch.float32)
+    device = norms[0].device
+    return torch.stack([n if n.device == device else n.to(device) for n in norms])
+
+
+def _fingerprint(grads: list[Tensor]) -> tuple[Any, int]:
+    return weakref.ref(grads[0]), sum(g._version for g in grads)
+
+
+def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
+    """The step's gradient statistics (cached); None when no parameter has a gradient.
+
+    `weights=True` also fills `layer_weight_norms` (||w_layer||, one more fused pass over the
+    parameters); callers ask for it only when they log.
+    """
+    layout = get_layout(module)
+    step = current_step(module)
+    grads = [p.grad for p in layout.params]
+    keep = tuple(i for i, g in enumerate(grads) if g is not None)
+    if not keep:
+        return None
+    if len(keep) != len(grads):
+        grads = [grads[i] for i in keep]
+    ref, version = _fingerprint(grads)  # type: ignore[arg-type]
+    cached = getattr(module, _CACHE_ATTR, None)
+    if cached is not None and cached[0] == step and cached[1]() is ref() \
+            and cached[2] == version and cached[3] == keep:
+        stats: GradStats = cached[4]
+    else:
+        per_param = foreach_norms(grads)  # type: ignore[arg-type]
+        if len(keep) == len(layout.params):
+            names, num = layout.layer_names, len(layout.layer_names)
+            index = layout.index(per_param.device, keep)
+            ids = layout.layer_of_param
+        else:  # renumber the layers that have gradients this step
+            used = sorted({layout.layer_of_param[i] for i in keep})
+            remap = {old: new for new, old in enumerate(used)}
+            ids = [remap[layout.layer_of_param[i]] for i in keep]
+            index = torch.tensor(ids, dtype=torch.long, device=per_param.device)
+            names, num = tuple(layout.layer_names[i] for i in used), len(used)
+        sq = per_param.square()
+        total = sq.sum().sqrt()
+        zeros = layout.zeros(per_param.device, num)
+        stats = GradStats(
+            step=step, layer_names=names, total_norm=total,
+            layer_grad_norms=group_norms(per_param, index, num, zeros, sq),
+            param_grad_norms=per_param, params=[layout.params[i] for i in keep],
+            param_names=[layout.param_names[i] for i in keep], param_layer=index,
+            param_layer_ids=list(ids))
+        object.__setattr__(module, _CACHE_ATTR, (step, ref, version, keep, stats))
+    if weights and stats.layer_weight_norms is None:
+        stats.layer_weight_norms = weight_norms(stats)
+    return stats
+
+
+def weight_norms(stats: GradStats) -> Tensor:
+    """||w_layer|| for the layers of `stats` (one fused pass over the parameters)."""
+    with torch.no_grad():
+        per_param = foreach_norms([p.detach() for p in stats.params])
+    return group_norms(per_param, stats.param_layer, len(stats.layer_names))
+
+
+class UpdateTracker:
+    """||delta w_layer|| / ||w_layer|| of one optimizer step, measured on request.
+
+    `before(stats)` copies the parameters into reusable buffers (one fused copy); `after()`
+    computes ||w_after - w_before|| and ||w_after|| per layer in one fused norm kernel and
+    returns (||w_layer||, ||delta w_layer|| / ||w_layer||), both after the step (the ratio
+    differs from one with ||w_before|| by O(ratio)). Only used on logging steps: it costs one
+    model's worth of memory and three passes over the parameters.
+    """
+
+    def __init__(self, eps: float = 1e-12) -> None:
+        self.eps = eps
+        self._buffers: list[Tensor] | None = None
+        self._params: list[nn.Parameter] = []
+        self._stats: GradStats | None = None
+        self._index: Tensor | None = None
+
+    def before(self, stats: GradStats) -> None:
+        params = stats.params
+        if self._buffers is None or len(self._params) != len(params) or any(
+                a is not b for a, b in zip(self._params, params, strict=True)):
+            self._buffers = [torch.empty_like(p) for p in params]
+            self._params = list(params)
+            self._index = None
+        with torch.no_grad():
+            torch._foreach_copy_(self._buffers, [p.detach() for p in params])
+        self._stats = stats
+
+    @property
+    def pending(self) -> bool:
+        return self._stats is not None
+
+    def after(self) -> tuple[Tensor, Tensor] | None:
+        """(||w_layer||, update ratio per layer) for the step recorded by `before`."""
+        stats, self._stats = self._stats, None
+        if stats is None or self._buffers is None:
+            return None
+        num = len(stats.layer_names)
+        if self._index is None or self._index.numel() != 2 * len(self._params):
+            self._index = torch.cat([stats.param_layer, stats.param_layer + num])
+        with torch.no_grad():
+            torch._foreach_sub_(self._buffers, [p.detach() for p in self._params])
+            norms = foreach_norms([*self._buffers, *(p.detach() for p in self._params)])
+            both = group_norms(norms, self._index, 2 * num)
+        weights = both[num:]
+        return weights, both[:num] / weights.clamp_min(self.eps)

@@ -1,0 +1,79 @@
+"""GradMonitor without TensorBoard, with gradient accumulation, and its heatmap."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from losslab.callbacks.grad_monitor import GradMonitor, custom_scalars_layout
+from losslab.run import train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def csv_series(run: Path, tag: str) -> dict[int, float]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return {int(r["step"]): float(r[tag]) for r in csv.DictReader(f) if r.get(tag)}
+
+
+def test_without_tensorboard_scalars_still_log_and_nothing_breaks(make_cfg, tmp_path) -> None:
+    cfg = make_cfg("debug=limit", "logger=csv", "test=false", "trainer.log_every_n_steps=2",
+                   "callbacks.grad_monitor.histogram_every_n_steps=1",
+                   "callbacks.grad_monitor.update_ratio_every_n_steps=null",
+                   "callbacks.grad_monitor.heatmap_every_n_epochs=1")
+    train(cfg)
+    run = tmp_path / "run"
+    assert sorted(csv_series(run, "grad/norm_total")) == [1, 3, 5, 7, 9]  # (step+1) % 2 == 0
+    ratio = csv_series(run, "grad/update_ratio/model.head")
+    assert sorted(ratio) == [1, 3, 5, 7, 9] and all(0 < v < 1 for v in ratio.values())
+    assert all(v > 0 for v in csv_series(run, "weight/norm/model.blocks.0.linear").values())
+
+
+def test_update_ratio_interval_is_separate(make_cfg, tmp_path) -> None:
+    cfg = make_cfg("debug=limit", "logger=csv", "test=false", "trainer.max_epochs=1",
+                   "callbacks.grad_monitor.update_ratio_every_n_steps=2")
+    train(cfg)
+    run = tmp_path / "run"
+    assert sorted(csv_series(run, "grad/norm_total")) == [0, 1, 2, 3, 4]
+    assert sorted(csv_series(run, "grad/update_ratio/model.head")) == [1, 3]
+    assert sorted(csv_series(run, "weight/norm/model.head")) == [1, 3]
+
+
+def test_gradient_accumulation_logs_once_per_optimizer_step(make_cfg, tmp_path) -> None:
+    cfg = make_cfg("debug=limit", "logger=csv", "test=false", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=8", "trainer.accumulate_grad_batches=2",
+                   "callbacks.grad_clip.mode=norm", "callbacks.grad_clip.max_norm=0.01")
+    train(cfg)
+    run = tmp_path / "run"
+    assert sorted(csv_series(run, "grad/norm_total")) == [0, 1, 2, 3]  # 8 batches / 2
+    after = csv_series(run, "grad/norm_total_after_clip")
+    assert sorted(after) == [0, 1, 2, 3] and max(after.values()) <= 0.01 * (1 + 1e-4)
+
+
+def test_heatmap_bins_long_histories_and_renders() -> None:
+    monitor = GradMonitor(heatmap_max_columns=10)
+    names = ("model.blocks.0.linear", "model.head")
+    for step in range(95):
+        monitor._remember(step, names, [10.0 ** -(step % 5), 1.0])
+    data, steps = monitor.heatmap()
+    assert data.shape == (2, 10) and len(steps) == 10 and steps[0] == 0
+    assert np.allclose(data[1], 0.0)  # log10(1)
+    image = monitor.render_heatmap()
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
+def test_custom_scalars_layout_groups_layers() -> None:
+    layout = custom_scalars_layout(("model.blocks.0.linear",))
+    chart = layout["gradients by layer (norm, update ratio)"]["model.blocks.0.linear"]
+    assert chart == ["Multiline", [r"grad/norm/model\.blocks\.0\.linear$",
+                                   r"grad/update_ratio/model\.blocks\.0\.linear$"]]
