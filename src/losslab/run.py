@@ -51,7 +51,16 @@ def check_loss_fits_data(loss: Loss, info: DataInfo, loss_name: str) -> None:
 
 def build_task(cfg: DictConfig) -> tuple[SupervisedTask, L.LightningDataModule]:
     """The data module and the LightningModule described by `cfg`."""
-    dm = build(DATASETS, cfg.data)
+    dm = build(DATASETS, cfg.data, drop=("losses",))  # data.losses: per task (multi-task sets)
+    weighting = (cfg.get("multitask") or {}).get("weighting")
+    if getattr(dm, "multitask", False):
+        from losslab.tasks.multitask import build_multitask_task
+
+        return build_multitask_task(cfg, dm), dm
+    if weighting:
+        raise UserError(f"multitask.weighting={weighting} needs a multi-task data set "
+                        f"(multitask_synthetic, multitask_digits); data '{cfg.data.get('name')}' "
+                        "has one task.")
     info = dm.info
     loss = build(LOSSES, cfg.loss, drop=("reduction",))
     loss_name = str(cfg.loss.get("name", cfg.loss.get("_target_", "?")))
