@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from losslab.errors import UserError, check_choice
+from losslab.errors import UserError, check_choice, check_range
 from losslab.registry import Registry
 
 Reduction = Literal["none", "mean", "sum"]
 Kind = Literal["regression", "classification", "embedding"]
 
 LOSSES: Registry[Loss] = Registry("loss")
+
+# Errors torch raises on inputs it cannot use (bad label, mismatched shapes): when one of these
+# comes out of a later batch, `forward` re-runs the shape check to turn it into a UserError.
+_TORCH_INPUT_ERRORS = (RuntimeError, IndexError, ValueError)
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def reduce(per_sample: Tensor, reduction: str) -> Tensor:
@@ -28,11 +34,28 @@ def reduce(per_sample: Tensor, reduction: str) -> Tensor:
 class Loss(nn.Module):
     """Base class: subclasses implement `per_sample(pred, target) -> [N]`.
 
-    `forward` checks shapes once (the first call), computes per-sample losses and reduces them,
-    so curriculum and multi-task weighting can always ask for `reduction="none"`.
+    `forward` checks shapes on the first call, computes per-sample losses and reduces them, so
+    curriculum and multi-task weighting can always ask for `reduction="none"`. Later calls are not
+    re-checked (no host sync per step); if torch rejects a later batch, the check runs again so the
+    user still gets a UserError that names the loss and both shapes.
+
+    Class attributes a task may read:
+      kind                  "regression" | "classification" | "embedding".
+      accepts_single_logit  True if binary data can use one logit per sample (bce, focal, hinge);
+                            otherwise a binary task needs two output units.
+      binary_only           True if the loss cannot take multi-class logits (bce).
+    Instance attribute:
+      outputs_per_sample    model outputs per sample a regression loss needs (1, len(quantiles),
+                            2 for gaussian_nll); None where the data decides (classes, embedding).
+
+    Subclasses backed by a torch built-in may override `reduced` to use the built-in's fused
+    reduction; it must equal `reduce(per_sample(...), reduction)` (the tests check this).
     """
 
     kind: ClassVar[Kind] = "regression"
+    accepts_single_logit: ClassVar[bool] = False
+    binary_only: ClassVar[bool] = False
+    outputs_per_sample: int | None = None
 
     def __init__(self, reduction: Reduction = "mean") -> None:
         super().__init__()
@@ -56,11 +79,37 @@ class Loss(nn.Module):
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The 'mean' / 'sum' value; override to use a torch built-in's fused reduction."""
+        return reduce(self.per_sample(pred, target), self.reduction)
+
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        if pred.dtype in _HALF:  # mixed precision: losses (logs, exps, sums) are taken in fp32
+            pred = pred.float()
         if not self._shapes_checked:
             self.check_shapes(pred, target)
             self._shapes_checked = True
-        return reduce(self.per_sample(pred, target), self.reduction)
+        try:
+            if self.reduction != "none":
+                return self.reduced(pred, target)
+            out = self.per_sample(pred, target)
+        except _TORCH_INPUT_ERRORS as err:
+            self._raise_user_error(pred, target, err)
+            raise
+        if out.dim() != 1:  # e.g. a later batch broadcast [N, C] against [N]
+            self._raise_user_error(pred, target, None)
+            raise RuntimeError(f"{self.display_name} returned shape {tuple(out.shape)}, not [N]")
+        return out
+
+    def _raise_user_error(self, pred: Tensor, target: Tensor, cause: Exception | None) -> None:
+        """Re-run the shape check; if it finds the inputs at fault, raise its UserError."""
+        try:
+            self.check_shapes(pred, target)
+        except UserError as user_error:
+            raise user_error from cause
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
 
 
 def as_vector(pred: Tensor) -> Tensor:
@@ -68,10 +117,43 @@ def as_vector(pred: Tensor) -> Tensor:
     return pred.squeeze(-1) if pred.dim() == 2 and pred.shape[-1] == 1 else pred
 
 
-def to_tensor(value: object, like: Tensor | None = None) -> Tensor | None:
-    """Lists/tuples/ListConfig from configs become float tensors."""
-    if value is None:
-        return None
-    t = torch.as_tensor(list(value) if not isinstance(value, (int, float)) else value,
-                        dtype=torch.float32)
-    return t.to(like.device) if like is not None else t
+def float_list(owner: str, key: str, value: object) -> list[float]:
+    """A list / tuple / ListConfig of numbers from a config as a list of floats, or UserError."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise UserError(f"{owner}: '{key}' must be a list of numbers, got {value!r}.")
+    out = []
+    for v in list(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise UserError(f"{owner}: '{key}' must be a list of numbers, got {value!r}.")
+        out.append(float(v))
+    if not out:
+        raise UserError(f"{owner}: '{key}' must not be empty.")
+    return out
+
+
+def check_number(owner: str, key: str, value: object, **bounds: object) -> float:
+    """check_range for a scalar that must not be a list; returns it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{owner}: '{key}' must be a number, got {value!r}.")
+    check_range(owner, key, value, **bounds)  # type: ignore[arg-type]
+    return float(value)
+
+
+def is_integral(t: Tensor) -> bool:
+    """True for integer / bool tensors and for float tensors holding whole numbers (syncs)."""
+    if not t.is_floating_point():
+        return True
+    return bool(torch.equal(t, t.round()))
+
+
+def label_range_error(loss: Loss, pred: Tensor, target: Tensor, classes: int) -> UserError | None:
+    """UserError if integer labels [N] are not whole numbers in [0, classes) (syncs; first call)."""
+    if not is_integral(target):
+        return loss.shape_error(pred, target, f"whole-number class labels in [0, {classes})")
+    if target.numel():
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= classes:
+            return loss.shape_error(
+                pred, target, f"labels in [0, {classes}) (got labels from {lo} to {hi})"
+            )
+    return None

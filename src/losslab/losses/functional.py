@@ -1,0 +1,296 @@
+"""Stateless loss math with hand-derived backward passes where that is measurably faster.
+
+Each fast `torch.autograd.Function` has a plain composite twin (torch ops only, stable in log
+space). The composite is used inside torch.func transforms and when the target needs a gradient;
+with `create_graph=True` (Hessian-vector products) the Function's backward differentiates the
+composite, so second derivatives are exact too. `tests/losses` gradchecks and gradgradchecks both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOG2 = math.log(2.0)
+
+
+def _functorch_active() -> bool:
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
+
+
+def _use_fast(*tensors_without_grad: Tensor) -> bool:
+    return not _functorch_active() and not any(t.requires_grad for t in tensors_without_grad)
+
+
+def _grad_of(fn, g: Tensor, x: Tensor, *args) -> Tensor:
+    """d(fn(x, *args))/dx . g, differentiable (the create_graph path of a backward)."""
+    with torch.enable_grad():
+        out = fn(x, *args)
+    return torch.autograd.grad(out, x, g, create_graph=True)[0]
+
+
+def _pow(q: Tensor, gamma: float) -> Tensor:
+    if gamma == 1.0:
+        return q.clone()
+    return q.square() if gamma == 2.0 else q.pow(gamma)
+
+
+def _pow_minus_one(q: Tensor, w: Tensor, gamma: float) -> Tensor:
+    """q^(gamma - 1) given w = q^gamma, finite at q = 0 (where every use multiplies a zero)."""
+    if gamma == 1.0:
+        return torch.ones_like(q)
+    if gamma == 2.0:
+        return q
+    return w / q.clamp_min(torch.finfo(q.dtype).tiny)
+
+
+# ----------------------------------------------------------------------------- log-cosh
+
+
+def log_cosh_composite(x: Tensor) -> Tensor:
+    a = x.abs()
+    return a + F.softplus(-2.0 * a) - LOG2
+
+
+class _LogCosh(torch.autograd.Function):
+    """log cosh x = |x| + log1p(exp(-2|x|)) - log 2; d/dx = tanh x = sign(x)(1 - e)/(1 + e)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        a = x.abs()
+        e = a.mul(-2.0).exp_()
+        out = torch.log1p(e).add_(a).sub_(LOG2)
+        ctx.save_for_backward(x, e)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        x, e = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _grad_of(log_cosh_composite, g, x)
+        return torch.rsub(e, 1.0).div_(e.add(1.0)).copysign_(x).mul_(g)
+
+
+def log_cosh(x: Tensor) -> Tensor:
+    """Elementwise log(cosh(x)), finite for any x (the plain formula overflows at |x| > 89)."""
+    return _LogCosh.apply(x) if _use_fast() else log_cosh_composite(x)
+
+
+# ----------------------------------------------------------------------------- binary focal
+
+
+def focal_binary_composite(
+    z: Tensor, y: Tensor, gamma: float, a_neg: float | None, a_pos: float | None
+) -> Tensor:
+    """-alpha_t (1 - p_t)^gamma log p_t with (1 - p_t)^gamma = exp(gamma log(1 - p_t)).
+
+    log(1 - p_t) = log(y sigma(-z) + (1 - y) sigma(z)) is taken in log space, so the gradient is
+    finite at saturated logits even for gamma in (0, 1) (where d/dq q^gamma is infinite at 0).
+    The log-sum-exp is shifted by a detached max, so its second derivatives stay finite too
+    (torch.logaddexp's double backward overflows when its arguments differ by more than ~88).
+    """
+    y = y.to(z.dtype)
+    ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    loss = ce
+    if gamma:
+        log_tiny = math.log(torch.finfo(z.dtype).tiny)  # log 0 -> log tiny: no inf * 0 for y
+        a = torch.log(y).clamp_min(log_tiny) + F.logsigmoid(-z)
+        b = torch.log1p(-y).clamp_min(log_tiny) + F.logsigmoid(z)
+        m = torch.maximum(a, b).detach()  # exact: the value does not depend on the shift
+        log_q = m + torch.log(torch.exp(a - m) + torch.exp(b - m))
+        loss = torch.exp(gamma * log_q) * ce
+    if a_neg is not None:
+        loss = (a_neg + (a_pos - a_neg) * y) * loss
+    return loss
+
+
+class _FocalHard(torch.autograd.Function):
+    """Focal loss for hard labels y in {0, 1} (integer / bool dtype).
+
+    With s = 1 - 2y and v = s z (minus the logit of the true class): q = 1 - p_t = sigma(v),
+    -log p_t = softplus(v), FL = alpha_t q^gamma softplus(v) and
+    dFL/dz = s alpha_t q^gamma (q + gamma (1 - q) softplus(v)): no q^(gamma - 1) anywhere.
+    """
+
+    @staticmethod
+    def forward(ctx, z, y, gamma, a_neg, a_pos):
+        if y.dtype in (torch.bool, torch.uint8):  # 1 - 2y must not wrap around
+            y = y.to(z.dtype)
+        v = torch.addcmul(z, y, z, value=-2.0)  # (1 - 2y) z; integer y is cast on the fly
+        q = torch.sigmoid(v)
+        pt = torch.rsub(q, 1.0)
+        # softplus(v) = relu(v) - log(max(sigma(v), sigma(-v))): one log instead of exp + log1p
+        ce = v.relu().sub_(torch.maximum(q, pt).log_())
+        # coef = alpha_t (1 - 2y): a_neg for y = 0, -a_pos for y = 1
+        coef = (torch.rsub(y, 1, alpha=2) if a_neg is None
+                else torch.rsub(y, a_neg, alpha=a_neg + a_pos))
+        cw = _pow(q, gamma).mul_(coef)
+        ctx.save_for_backward(z, y, q, pt, ce, cw)
+        ctx.args = (gamma, a_neg, a_pos)
+        return (cw * ce).abs_()  # alpha_t q^gamma ce >= 0
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y, q, pt, ce, cw = ctx.saved_tensors
+        gamma, a_neg, a_pos = ctx.args
+        if torch.is_grad_enabled():
+            gz = _grad_of(focal_binary_composite, g, z, y, gamma, a_neg, a_pos)
+        else:
+            gz = torch.addcmul(q, pt, ce, value=gamma).mul_(cw).mul_(g)
+        return gz, None, None, None, None
+
+
+class _FocalSoft(torch.autograd.Function):
+    """Focal loss for targets y in [0, 1] (torchvision's formula, which allows soft targets).
+
+    q = 1 - p_t = y (1 - p) + (1 - y) p, ce = softplus(z) - y z, FL = alpha_t q^gamma ce,
+    dFL/dz = alpha_t [q^gamma (p - y) + gamma (1 - 2y) p (1 - p) ce q^(gamma - 1)];
+    p (1 - p) <= q, so the second term is finite and vanishes as q -> 0.
+    """
+
+    @staticmethod
+    def forward(ctx, z, y, gamma, a_neg, a_pos):
+        y = y.to(z.dtype)
+        p = torch.sigmoid(z)
+        pn = torch.rsub(p, 1.0)
+        q = torch.lerp(p, pn, y)  # exact at y = 0 and y = 1
+        ce = z.relu().sub_(torch.maximum(p, pn).log_()).addcmul_(y, z, value=-1.0)
+        w = _pow(q, gamma)
+        at = None if a_neg is None else y.mul(a_pos - a_neg).add_(a_neg)
+        wa = w if at is None else w * at
+        out = wa * ce
+        ctx.save_for_backward(z, y, p, pn, q, ce, w, wa, at)
+        ctx.args = (gamma, a_neg, a_pos)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y, p, pn, q, ce, w, wa, at = ctx.saved_tensors
+        gamma, a_neg, a_pos = ctx.args
+        if torch.is_grad_enabled():
+            gz = _grad_of(focal_binary_composite, g, z, y, gamma, a_neg, a_pos)
+            return gz, None, None, None, None
+        b = (p * pn).mul_(ce).mul_(_pow_minus_one(q, w, gamma))
+        b.mul_(torch.rsub(y, gamma, alpha=2.0 * gamma))  # gamma (1 - 2y)
+        if at is not None:
+            b.mul_(at)
+        b.add_((p - y).mul_(wa))
+        return b.mul_(g), None, None, None, None
+
+
+def focal_binary(
+    z: Tensor, y: Tensor, gamma: float, a_neg: float | None, a_pos: float | None
+) -> Tensor:
+    """Per-sample binary focal loss on logits z [N]; alpha_t = a_pos for y = 1, a_neg for y = 0."""
+    if gamma == 0 or not _use_fast(y):
+        return focal_binary_composite(z, y, gamma, a_neg, a_pos)
+    fn = _FocalSoft if y.is_floating_point() else _FocalHard
+    return fn.apply(z, y, gamma, a_neg, a_pos)
+
+
+# ----------------------------------------------------------------------------- multi-class focal
+
+
+def focal_multiclass_composite(z: Tensor, y: Tensor, gamma: float, alpha: Tensor | None) -> Tensor:
+    """-alpha_y (1 - p_y)^gamma log p_y, log(1 - p_y) = logsumexp of the other classes' log p."""
+    logp = F.log_softmax(z, dim=-1)
+    idx = y.long().unsqueeze(1)
+    loss = -logp.gather(1, idx).squeeze(1)
+    if gamma:
+        log_q = torch.logsumexp(logp.scatter(1, idx, float("-inf")), dim=-1)
+        loss = torch.exp(gamma * log_q) * loss
+    if alpha is not None:
+        loss = (alpha[y.long()] if alpha.dim() else alpha) * loss
+    return loss
+
+
+class _FocalMulticlass(torch.autograd.Function):
+    """FL = -alpha_y q^gamma log p_y with q = 1 - p_y = -expm1(log p_y) (accurate as p_y -> 1).
+
+    dFL/dz_c = k (p_c - [c = y]) with k = alpha_y (q^gamma + gamma q^(gamma - 1) p_y (-log p_y));
+    -log p_y <= q / p_y, so k is finite, and q^(gamma - 1) is only formed as q^gamma / q where q
+    is nonzero.
+    """
+
+    @staticmethod
+    def forward(ctx, z, y, gamma, alpha):
+        logp = torch.log_softmax(z, dim=-1)
+        idx = y.long().unsqueeze(1)
+        lpt = logp.gather(1, idx).squeeze(1)  # log p_y
+        nq = torch.expm1(lpt)  # -q
+        w = nq.square() if gamma == 2.0 else _pow(nq.neg(), gamma)
+        at = None if alpha is None else (alpha[idx.squeeze(1)] if alpha.dim() else alpha)
+        wa = w if at is None else w * at
+        ctx.save_for_backward(z, y, alpha, logp, idx, lpt, nq, w, at)
+        ctx.gamma = gamma
+        return torch.mul(wa, lpt).neg_()
+
+    @staticmethod
+    def backward(ctx, g):
+        z, y, alpha, logp, idx, lpt, nq, w, at = ctx.saved_tensors
+        gamma = ctx.gamma
+        if torch.is_grad_enabled():
+            gz = _grad_of(focal_multiclass_composite, g, z, y, gamma, alpha)
+            return gz, None, None, None
+        # k = w + gamma p_y (-log p_y) q^(gamma - 1) = w + gamma (1 + nq) lpt (nq q^(gamma - 2))
+        t = nq.add(1.0).mul_(lpt)
+        if gamma == 2.0:
+            k = torch.addcmul(w, t, nq, value=gamma)
+        else:
+            q = nq.neg()
+            k = torch.addcmul(w, t, _pow_minus_one(q, w, gamma), value=-gamma)
+        if at is not None:
+            k.mul_(at)
+        k = k.mul_(g).unsqueeze(1)
+        grad = logp.exp().mul_(k)
+        return grad.scatter_add_(1, idx, k.neg()), None, None, None
+
+
+def focal_multiclass(z: Tensor, y: Tensor, gamma: float, alpha: Tensor | None) -> Tensor:
+    """Per-sample softmax focal loss on logits z [N, C] and integer labels y [N]."""
+    if gamma == 0 or not _use_fast(y) or (alpha is not None and alpha.requires_grad):
+        return focal_multiclass_composite(z, y, gamma, alpha)
+    return _FocalMulticlass.apply(z, y, gamma, alpha)
+
+
+# ----------------------------------------------------------------------------- pairwise distance
+
+DIST_EPS = 1e-12  # euclidean distances are sqrt(max(|a - b|^2, eps)): differentiable at 0
+_CLAMPED = math.sqrt(DIST_EPS) * 1.001  # distances at (or rounding-near) the eps floor
+
+
+def pairwise_euclidean_composite(x: Tensor) -> Tensor:
+    """[N, D] -> [N, N] sqrt(max(|a|^2 + |b|^2 - 2 a.b, eps)): one matmul, no [N, N, D]."""
+    sq = x.square().sum(1)
+    d2 = torch.addmm(sq.unsqueeze(1), x, x.T, alpha=-2.0).add_(sq.unsqueeze(0))
+    return d2.clamp_min_(DIST_EPS).sqrt_()
+
+
+class _PairwiseEuclidean(torch.autograd.Function):
+    """D_ij = |x_i - x_j| (eps-floored); dL/dx_i = sum_j W_ij (x_i - x_j), W = (G + G^T) / D,
+    i.e. x * rowsum(W) - W x: one [N, N] matmul instead of autograd's chain through the expansion.
+    W is 0 where D sits on the eps floor (the diagonal, coincident points): gradient 0 there.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        d = pairwise_euclidean_composite(x)
+        ctx.save_for_backward(x, d)
+        return d
+
+    @staticmethod
+    def backward(ctx, g):
+        x, d = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _grad_of(pairwise_euclidean_composite, g, x)
+        w = torch.add(g, g.T).div_(d).masked_fill_(d <= _CLAMPED, 0.0)
+        return torch.addmm(x * w.sum(1, keepdim=True), w, x, alpha=-1.0)
+
+
+def pairwise_euclidean(x: Tensor) -> Tensor:
+    """[N, D] embeddings -> [N, N] euclidean distances, finite gradient at distance 0."""
+    return _PairwiseEuclidean.apply(x) if _use_fast() else pairwise_euclidean_composite(x)
