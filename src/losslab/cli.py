@@ -20,9 +20,21 @@ EXIT_SWEEP_FAILED = 3  # a multirun finished, but some of its jobs failed (see s
 log = logging.getLogger(__name__)
 
 
-def group_options(group: str) -> list[str]:
-    """The options of config group `group` (yaml files in conf/<group>/)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def search_dirs(args: list[str] | None = None) -> list[Path]:
+    """The packaged conf/ plus every `file://` folder of a `hydra.searchpath=[...]` override."""
+    dirs = [CONF_DIR]
+    for arg in args if args is not None else sys.argv[1:]:
+        if arg.lstrip("+").startswith("hydra.searchpath="):
+            for item in arg.split("=", 1)[1].strip("[]").split(","):
+                item = item.strip().strip("'\"")
+                if item.startswith("file://"):
+                    dirs.append(Path(item[len("file://"):]).resolve())
+    return dirs
+
+
+def group_options(group: str, args: list[str] | None = None) -> list[str]:
+    """The options of config group `group` (yaml files in conf/<group>/ of every search dir)."""
+    return sorted({p.stem for d in search_dirs(args) for p in (d / group).glob("*.yaml")})
 
 
 def config_groups() -> list[str]:
@@ -42,7 +54,7 @@ def check_overrides(args: list[str]) -> None:
         key = key.lstrip("+~")
         if key not in groups or any(c in value for c in "()[]{}$"):
             continue
-        options = group_options(key)
+        options = group_options(key, args)
         for v in value.split(","):
             v = v.strip()
             if v in ("", "null", "none", "None") and key in ("experiment", "hparams_search",
@@ -80,7 +92,9 @@ def check_group_keys(args: list[str]) -> None:
             key, value = arg.split("=", 1)
             if key in groups and "," not in value:
                 chosen[key] = value
-    experiment_set = "experiment" in chosen or any(a.startswith("experiment=") for a in args)
+    presets = ("experiment", "hparams_search")  # may switch groups (mnist1d_optuna: focal)
+    experiment_set = any(p in chosen for p in presets) or \
+        any(a.startswith(tuple(f"{p}=" for p in presets)) for a in args)
     for arg in args:
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue
@@ -90,7 +104,8 @@ def check_group_keys(args: list[str]) -> None:
                                                         "hydra", "paths"):
             continue
         option = chosen.get(group)
-        path = CONF_DIR / group / f"{option}.yaml"
+        path = next((d / group / f"{option}.yaml" for d in search_dirs(args)
+                     if (d / group / f"{option}.yaml").is_file()), CONF_DIR / "-")
         if option is None or not path.is_file() or experiment_set:
             continue
         keys = [str(k) for k in OmegaConf.load(path)]
@@ -104,7 +119,7 @@ def check_group_keys(args: list[str]) -> None:
 
 def check_output_dir(args: list[str]) -> None:
     """The run folder must be creatable: fail before Hydra does, with one clear line."""
-    targets = [a.split("=", 1)[1] for a in args
+    targets = [a.split("=", 1)[1].strip("'\"") for a in args  # a quoted path: its text
                if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
     for target in targets or [os.getcwd()]:
         if "$" in target:
@@ -139,15 +154,14 @@ def _is_multirun() -> bool:
 def hydra_main(cfg: DictConfig) -> float:
     """One job: train (and test) as configured; return the optimized metric for sweepers."""
     from losslab.run import train
+    from losslab.sweeps.ddp import release_ddp_job
+    from losslab.sweeps.failures import divergence, one_line
 
     # Hydra's logging (console + train.log) gets Lightning's messages; drop Lightning's own
     # console handler so each line prints once.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    from losslab.sweeps.ddp import release_ddp_job
-    from losslab.sweeps.failures import divergence, one_line
-
     _clear_failure()
     try:
         metrics = train(cfg)

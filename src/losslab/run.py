@@ -49,6 +49,17 @@ def check_loss_fits_data(loss: Loss, info: DataInfo, loss_name: str) -> None:
             "classes. Use loss=ce or loss=focal, or a binary data set (breast_cancer, imbalanced).")
 
 
+def import_user_modules(cfg: DictConfig) -> None:
+    """Import the modules listed in `imports` so their `@LOSSES.register(...)` etc. run."""
+    import importlib
+
+    for name in cfg.get("imports") or []:
+        try:
+            importlib.import_module(str(name))
+        except ImportError as e:
+            raise UserError(f"imports: cannot import '{name}' ({e}). Is it on PYTHONPATH?") from e
+
+
 def build_task(cfg: DictConfig) -> tuple[SupervisedTask, L.LightningDataModule]:
     """The data module and the LightningModule described by `cfg`."""
     dm = build(DATASETS, cfg.data, drop=("losses",))  # data.losses: per task (multi-task sets)
@@ -99,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    import_user_modules(cfg)
     task, dm = build_task(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"), "callback")
     callbacks += instantiate_group({"curriculum": to_dict(cfg.get("curriculum"))}, "callback")
