@@ -163,8 +163,10 @@ def hydra_main(cfg: DictConfig) -> float:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     _clear_failure()
+    finished = False
     try:
         metrics = train(cfg)
+        finished = True
     except UserError as e:
         _record_failure(one_line(e), kind="user_error")
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -181,7 +183,9 @@ def hydra_main(cfg: DictConfig) -> float:
         log.error(f"job failed: {one_line(e)}", exc_info=True)
         return math.nan
     finally:
-        release_ddp_job()  # DDP: the job's rank processes end before the next job starts
+        # DDP: the job's rank processes end before the next job starts (after a failure of
+        # this rank, the others may wait in a collective forever: short grace, then killed)
+        release_ddp_job(timeout=120.0 if finished else 5.0)
     key = str(cfg.optimized_metric)
     value = metrics.get(f"{key}_best", metrics.get(key, math.nan))
     print(f"{key} (best) = {value:.6g}")

@@ -102,10 +102,9 @@ class SweepDDPStrategy(DDPStrategy):
 
 
 def release_ddp_job(timeout: float = 120.0) -> None:
-    """End a DDP job cleanly: destroy the process group, wait for the job's rank processes
-    (killing them after `timeout` seconds) and restore MASTER_PORT, LOCAL_RANK, ..."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """End a DDP job cleanly: wait for the job's rank processes (killing them after `timeout`
+    seconds), destroy the process group (after the ranks exit, so no peer sees its sockets
+    close mid-message) and restore MASTER_PORT, LOCAL_RANK, ..."""
     while _launched:
         procs, saved = _launched.pop()
         for p in procs:
@@ -119,6 +118,8 @@ def release_ddp_job(timeout: float = 120.0) -> None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def write_rank_record(out_dir: Path, global_rank: int, world_size: int,

@@ -82,7 +82,8 @@ class SweepSummary(Callback):
             return
         result.fail_exit = bool(config.get("sweep_fail_exit", True))
         _last = result
-        _say(f"sweep summary: {result.n_jobs} jobs, {len(result.failed)} failed -> "
+        jobs = f"{result.n_jobs} job" + ("s" * (result.n_jobs != 1))
+        _say(f"sweep summary: {jobs}, {len(result.failed)} failed -> "
              f"{sweep_dir / 'summary.md'}")
         for r in result.failed:
             _say(f"job {r.name} ({override_text(r.overrides)}) failed: {r.error}")

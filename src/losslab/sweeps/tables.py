@@ -83,7 +83,8 @@ def markdown(records: list[JobRecord], title: str) -> str:
     n_failed = sum(not r.ok for r in records)
     common = override_text(common_overrides(records))
     lines = [f"# Sweep summary: {title}", "",
-             f"{len(records)} jobs: {len(records) - n_failed} ok, {n_failed} failed."]
+             f"{len(records)} job{'s' * (len(records) != 1)}: {len(records) - n_failed} ok, "
+             f"{n_failed} failed."]
     if common:
         lines += ["", f"Common overrides: `{common}`"]
     head = ["job", *varying, "status", *metrics, "error"]
