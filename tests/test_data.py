@@ -87,6 +87,8 @@ def test_bad_data_gets_clear_errors():
         _Bad(x, np.zeros(50)).setup()
     with pytest.raises(UserError, match="labels must be integers"):
         _Bad(np.ones((50, 3)), np.full(50, -1)).setup()
+    with pytest.raises(UserError, match="the val split is empty"):
+        _Bad(np.ones((4, 3)), np.zeros(4), val_fraction=0.1, test_fraction=0.3).setup()
     with pytest.raises(UserError, match="'batch_size' must be a positive integer"):
         _Bad(np.ones((50, 3)), np.zeros(50), batch_size=0)
     with pytest.raises(UserError, match="val_fraction"):
