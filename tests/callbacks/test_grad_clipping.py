@@ -18,14 +18,6 @@ from losslab.errors import UserError
 from losslab.run import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_net(seed: int = 0, scale: float = 1.0) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))

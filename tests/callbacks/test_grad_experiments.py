@@ -7,21 +7,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pytest
-import torch
-
 from losslab.run import train
 
 QUICK = ["logger=none", "callbacks.lr_monitor=null", "+trainer.limit_val_batches=2",
          "+trainer.limit_test_batches=2"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def report(run: Path) -> dict[str, Any]:

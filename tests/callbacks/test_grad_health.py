@@ -20,14 +20,6 @@ from losslab.errors import UserError
 from losslab.run import build_task, build_trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- judging rules on the host (no training) --------------------------------------------------
 def fake_trainer() -> Any:
     return SimpleNamespace(is_global_zero=True, should_stop=False, loggers=[], optimizers=[],

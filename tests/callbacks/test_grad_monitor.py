@@ -6,19 +6,9 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from losslab.callbacks.grad_monitor import GradMonitor, custom_scalars_layout
 from losslab.run import train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def csv_series(run: Path, tag: str) -> dict[int, float]:

@@ -15,20 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from losslab.callbacks.grad_monitor import use_fast_tensorboard_crc
 from losslab.run import train
 
 TENSORBOARD = Path(sys.executable).parent / "tensorboard"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def free_port() -> int:

@@ -199,12 +199,8 @@ class MultiTaskModule(SupervisedTask):
 
     def on_validation_epoch_end(self) -> None:
         values = self._epoch_values("val")
-        if self.trainer.sanity_checking:
-            return
-        self.log_dict(values, sync_dist=True)
-        if self.monitor in values:
-            self.val_best.update(values[self.monitor])
-            self.log(f"{self.monitor}_best", self.val_best.compute(), sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.log_validation(values)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._epoch_values("test"), sync_dist=True)

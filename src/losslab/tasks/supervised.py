@@ -158,8 +158,11 @@ class SupervisedTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._epoch_values("val", self.val_metrics, self.val_loss)
-        if self.trainer.sanity_checking:
-            return
+        if not self.trainer.sanity_checking:
+            self.log_validation(values)
+
+    def log_validation(self, values: dict[str, Tensor]) -> None:
+        """Log one validation epoch's values and the best-so-far monitored metric."""
         # values are already reduced across processes by torchmetrics; sync_dist only averages
         # identical numbers and silences Lightning's DDP warning.
         self.log_dict(values, sync_dist=True)
