@@ -111,10 +111,19 @@ class _DampedCG(Optimizer):
         self.damping_boost = 1.5
         self.min_damping, self.max_damping = 1e-10, 1e10
         self._params = [p for g in self.param_groups for p in g["params"]]
+        self.closure_calls = 0
         self.state[self._params[0]].setdefault("damping", float(damping))
         self.last: dict[str, Any] = {}  # diagnostics of the last step (cg iters, rho, ...)
 
     # -- hooks for subclasses ---------------------------------------------------------------
+    def _call(self, closure: Closure, grad: bool = True) -> Any:
+        """One closure evaluation with fresh .grad (counted), with or without autograd."""
+        self.closure_calls += 1
+        for p in self._params:
+            p.grad = None
+        with torch.enable_grad() if grad else torch.no_grad():
+            return closure()
+
     def _prepare(self, closure: Closure) -> tuple[Tensor, Tensor, Callable[[Tensor], Tensor],
                                                    Callable[[], Tensor]]:
         """Return (loss, flat grad, curvature mvp, loss evaluator at the current params)."""
@@ -251,14 +260,6 @@ class NewtonCG(_DampedCG):
         super().__init__(params, lr, weight_decay, damping, max_cg_iters, cg_tol, adapt_damping,
                          line_search, max_backtracks)
         self.hvp, self.fd_eps = hvp, fd_eps
-        self.closure_calls = 0
-
-    def _call(self, closure: Closure, grad: bool = True) -> Any:
-        self.closure_calls += 1
-        for p in self._params:
-            p.grad = None
-        with torch.enable_grad() if grad else torch.no_grad():
-            return closure()
 
     def _prepare(self, closure: Closure):  # type: ignore[no-untyped-def]
         params = self._params
@@ -342,14 +343,6 @@ class NaturalGradient(_DampedCG):
         super().__init__(params, lr, weight_decay, damping, max_cg_iters, cg_tol, adapt_damping,
                          line_search, max_backtracks)
         self.fisher = fisher
-        self.closure_calls = 0
-
-    def _call(self, closure: Closure, grad: bool = True) -> Any:
-        self.closure_calls += 1
-        for p in self._params:
-            p.grad = None
-        with torch.enable_grad() if grad else torch.no_grad():
-            return closure()
 
     def _prepare(self, closure: Closure):  # type: ignore[no-untyped-def]
         params = self._params
