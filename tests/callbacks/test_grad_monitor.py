@@ -60,6 +60,10 @@ def test_heatmap_bins_long_histories_and_renders() -> None:
     assert np.allclose(data[1], 0.0)  # log10(1)
     image = monitor.render_heatmap()
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    fast = monitor.fast_heatmap(cell_height=4, width=100)
+    assert fast.shape == (2 * 4, 10 * 10, 3) and fast.dtype == np.uint8
+    # row 1 (log10 1 = 0, the maximum) is the brightest viridis colour, row 0 varies
+    assert (fast[4:, :, 1] >= fast[:4, :, 1]).all() and len(np.unique(fast[:4, :, 1])) > 1
 
 
 def test_custom_scalars_layout_groups_layers() -> None:

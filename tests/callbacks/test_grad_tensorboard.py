@@ -102,7 +102,7 @@ def test_tensorboard_serves_gradient_charts(make_cfg, tmp_path) -> None:
         assert "grad_hist/model.blocks.0.linear" in histograms
         assert "weight_hist/model.head" in histograms
         images = get(port, "/data/plugin/images/tags")["tensorboard"]
-        assert "grad/norm_heatmap" in images
+        assert "grad/norm_heatmap" in images and "grad/norm_heatmap_labelled" in images
     finally:
         proc.terminate()
         try:

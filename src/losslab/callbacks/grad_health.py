@@ -29,7 +29,9 @@ Cost. Every step, `torch.cat([||g||, loss, ||g_l||])` is stored on the device; t
 read back (one host transfer) every ``check_every_n_steps`` (default: trainer.log_every_n_steps)
 and judged on the host, so warn/reduce_lr/raise/none add no per-step host sync. ``skip`` and
 ``stop`` for non_finite/exploding must decide *before* the optimizer step: then each step does
-one small device->host read (free on CPU; on a GPU it waits for the backward pass to finish).
+one small device->host read (free on CPU; on a GPU it waits for the backward pass to finish):
+for non_finite only ``isfinite(||g|| + loss)``, the full judgement of the step waits for the
+next check unless it is not finite; for exploding the whole row, judged at once.
 Vanishing never needs that (it is judged on check steps). Under DDP all ranks see the same
 all-reduced gradients, so they take the same decision without communicating. Optimizers that
 evaluate the closure several times per step (LBFGS, NewtonCG, NaturalGradient) have the extra
@@ -189,6 +191,7 @@ class GradHealth(Callback):
         self.filename, self.max_events, self.max_warnings = filename, max_events, max_warnings
         self.log_to_loggers = log_to_loggers
         self.per_step = any(self.actions[k] in VETO_ACTIONS for k in STEP_KINDS)
+        self.veto_exploding = self.actions["exploding"] in VETO_ACTIONS
         self.guard = StepGuard()
         self.path: Path | None = None
         self._reset()
@@ -275,9 +278,17 @@ class GradHealth(Callback):
         self._window.append((step, packed, step == self._last_step))
         self._last_step = step
         every = self._every(trainer)
-        if self.per_step or ((step + 1) % every == 0 and step != self._last_checked):
-            self._flush(trainer, pl_module, check=(step + 1) % every == 0
-                        and step != self._last_checked)
+        check = (step + 1) % every == 0 and step != self._last_checked
+        if check or (self.per_step and self._must_judge_now(packed)):
+            self._flush(trainer, pl_module, check=check)
+
+    def _must_judge_now(self, packed: Tensor) -> bool:
+        """Before a step that skip/stop may veto: always when exploding can veto (it needs the
+        running average), else only when ||g|| or the loss is not finite (one float read; the
+        window's finite steps are judged together on the next check step)."""
+        if self.veto_exploding:
+            return True
+        return not math.isfinite(float(packed[0] + packed[1]))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._window:

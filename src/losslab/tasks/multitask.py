@@ -32,6 +32,7 @@ from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 from losslab.errors import UserError
 from losslab.multitask.weighting import Weighting, build_weighting
 from losslab.tasks.metrics import metric_inputs
+from losslab.tasks.step_logging import TrainScalars, is_logging_step
 from losslab.tasks.supervised import SupervisedTask, needs_graph_closure
 
 SPLITS = ("train", "val", "test")
@@ -82,6 +83,8 @@ class MultiTaskModule(SupervisedTask):
         self.tasks = list(tasks)
         self.names = [t.name for t in self.tasks]
         self.weighting = weighting
+        self.train_scalars = TrainScalars()
+        self._last_step: tuple[Tensor, Tensor] | None = None
         for split in SPLITS:  # train_metrics[task], ... (ModuleDict keys cannot be "train")
             setattr(self, f"{split}_metrics", nn.ModuleDict({
                 t.name: task_metrics(t.kind, t.num_classes, f"{split}/{t.name}/")
@@ -129,20 +132,32 @@ class MultiTaskModule(SupervisedTask):
         total, weights = self.weighting.combine(losses, self._shared)
         self._epoch_loss_sum += losses.detach()
         self._epoch_steps += 1
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True)
-        extra = self.weighting.extra_logs()
-        for k, name in enumerate(self.names):
-            self.log(f"multitask/loss/{name}", losses[k].detach(), on_step=True, on_epoch=False)
-            self.log(f"multitask/weight/{name}", weights[k], on_step=True, on_epoch=False)
-        for key, value in extra.items():
-            self.log(f"multitask/{key}", value, on_step=True, on_epoch=False)
+        self.train_scalars.add(self, {"train/loss": total}, prog_bar=("train/loss",))
+        self._last_step = (losses.detach(), weights.detach())
+        if is_logging_step(self):  # per-task values: logging steps (and the epoch's last step)
+            self._log_task_values(on_step=True)
         self._update_metrics("train", out, y)
         return total
+
+    def _log_task_values(self, on_step: bool) -> None:
+        """multitask/loss/<task>, multitask/weight/<task> of the latest step, and the
+        weighting's own values (sigma, ...)."""
+        if self._last_step is None:
+            return
+        losses, weights = self._last_step
+        values = {f"multitask/loss/{name}": losses[k] for k, name in enumerate(self.names)}
+        values.update({f"multitask/weight/{name}": weights[k]
+                       for k, name in enumerate(self.names)})
+        values.update({f"multitask/{k}": v for k, v in self.weighting.extra_logs().items()})
+        for key, value in values.items():
+            self.log(key, value, on_step=on_step, on_epoch=not on_step)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.weighting.after_step()
 
     def on_train_epoch_end(self) -> None:
+        self.train_scalars.epoch_end(self)
+        self._log_task_values(on_step=False)
         mean = self._epoch_loss_sum / self._epoch_steps.clamp_min(1)
         if self.trainer.world_size > 1:
             mean = self.trainer.strategy.reduce(mean, reduce_op="mean")

@@ -17,6 +17,7 @@ from losslab.tasks.consistency import consistency_term, make_augmentation
 from losslab.tasks.knn import embed, knn_accuracy
 from losslab.tasks.metrics import build_metrics, metric_inputs
 from losslab.tasks.rng import collect_rng_states, set_rng_states
+from losslab.tasks.step_logging import TrainScalars
 
 
 class SupervisedTask(L.LightningModule):
@@ -42,7 +43,8 @@ class SupervisedTask(L.LightningModule):
         self.consistency_weight = float(cons.pop("weight", 0.0))
         self.augment = make_augmentation(**cons) if self.consistency_weight else None
         # embedding losses are evaluated by k-NN accuracy against the training set instead
-        self.train_metrics = build_metrics(kind, num_classes, "train/")
+        # train/loss (step + epoch) and train/acc or train/mae (epoch): cheap per-step logging
+        self.train_scalars = TrainScalars()
         self.val_metrics = build_metrics(kind, num_classes, "val/")
         self.test_metrics = build_metrics(kind, num_classes, "test/")
         self.knn_k = int((config or {}).get("task", {}).get("knn_k", 5))
@@ -106,19 +108,31 @@ class SupervisedTask(L.LightningModule):
             terms["consistency"] = self.consistency_weight * consistency_term(
                 self.model, x, out, self.augment)
         loss = data_loss + sum(terms.values()) if terms else data_loss
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        scalars = {"train/loss": loss}
         if terms:
-            self.log("train/data_loss", data_loss, on_step=True, on_epoch=True)
-            for k, v in terms.items():
-                self.log(f"train/{k}", v, on_step=True, on_epoch=True)
+            scalars["train/data_loss"] = data_loss
+            scalars.update({f"train/{k}": v for k, v in terms.items()})
+        self.train_scalars.add(self, scalars, prog_bar=("train/loss",))
         if self.kind != "embedding":
-            self.train_metrics.update(self._metric_inputs(out.detach()), y)
+            name, value = self._train_metric(out.detach(), y)
+            self.train_scalars.add_epoch_only(name, value, len(y))
         return loss, out
 
+    def _train_metric(self, out: Tensor, y: Tensor) -> tuple[str, Tensor]:
+        """The batch's training accuracy (classification) or MAE (regression)."""
+        if self.kind == "regression":
+            point = getattr(self.loss_fn, "point_prediction", None)
+            pred = point(out) if point is not None else out
+            pred = pred.squeeze(-1) if pred.dim() == 2 else pred
+            return "train/mae", (pred - y).abs().mean()
+        if out.dim() == 1 or out.shape[-1] == 1:
+            hit = (out.reshape(-1) > 0) == (y.reshape(-1) > 0.5)
+        else:
+            hit = out.argmax(-1) == (y.argmax(-1) if y.dim() == 2 else y)  # soft targets
+        return "train/acc", hit.float().mean()
+
     def on_train_epoch_end(self) -> None:
-        if self.kind != "embedding":
-            self.log_dict(self.train_metrics.compute(), sync_dist=True)
-            self.train_metrics.reset()
+        self.train_scalars.epoch_end(self)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _eval_step(self, batch: tuple[Tensor, ...], metrics: Any, loss_metric: MeanMetric) -> None:
@@ -193,9 +207,9 @@ class SupervisedTask(L.LightningModule):
     def logged_metric_names(self) -> list[str]:
         """Every metric this task logs per epoch (what a scheduler may monitor)."""
         names = ["train/loss", "val/loss", f"{self.monitor}_best"]
-        for metrics in (self.train_metrics, self.val_metrics):
-            names += [f"{metrics.prefix}{k}" for k in metrics.keys(keep_base=True)] \
-                if self.kind != "embedding" else []
+        if self.kind != "embedding":
+            names.append("train/mae" if self.kind == "regression" else "train/acc")
+            names += [f"val/{k}" for k in self.val_metrics.keys(keep_base=True)]
         if self.kind == "embedding":
             names.append("val/acc")
         return sorted(set(names))

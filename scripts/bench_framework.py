@@ -1,0 +1,304 @@
+"""Framework overhead: training steps/s of the default MNIST-1D MLP (batch 100, Adam, one-cycle)
+trained by (a) a plain PyTorch loop (the limit), (b) plain Lightning with a standard
+`DataLoader(TensorDataset)`, (c) losslab's full default stack (the Hydra-composed default run:
+every default callback, gradient monitoring, TensorBoard logging).
+
+All three train the same model (same initial weights), the same loss (mean cross-entropy), the
+same optimizer and per-step schedule on the same standardised training split; validation is off
+in all three, so this measures training throughput only. The variants are interleaved
+(a b c, c b a, ...); each rep trains `--epochs` epochs and the first `--warmup` steps are
+dropped. Reported: median ms/step (min-max) and each ratio to (a) in the same rep (median).
+
+Peak memory is measured in fresh processes (one per variant, `--memory`): peak RSS during
+training, and the "framework allowance" = RSS just before the first step of (c) minus that of
+(a) (imports and set-up of Lightning, Hydra, TensorBoard, torchmetrics).
+
+    python scripts/bench_framework.py --threads 1 --reps 5
+    python scripts/bench_framework.py --variant losslab -- callbacks.grad_monitor=null  # ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("raw", "lightning", "losslab")
+LABELS = {"raw": "(a) plain PyTorch loop", "lightning": "(b) plain Lightning + DataLoader",
+          "losslab": "(c) losslab default stack"}
+
+
+def quiet() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "losslab"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def compose_default(out: Path, extra: list[str], epochs: int) -> Any:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("losslab.conf", version_base="1.3"):
+        return compose("train", overrides=[
+            f"paths.output_dir={out}", f"paths.data_dir={ROOT / 'data'}",
+            f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *extra])
+
+
+class Setup:
+    """The default run's data, initial model and recipe, shared by every variant."""
+
+    def __init__(self, epochs: int, extra: list[str]) -> None:
+        import lightning.pytorch as L
+
+        from losslab.run import build_task
+
+        self.epochs, self.extra = epochs, extra
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = compose_default(Path(tmp), extra, epochs)
+        L.seed_everything(int(cfg.seed), verbose=False)
+        task, dm = build_task(cfg)
+        dm.setup("fit")
+        self.x, self.y = dm.splits["train"][0], dm.splits["train"][1]
+        self.batch_size = int(cfg.data.batch_size)
+        self.lr = float(cfg.optim.lr)
+        self.sched = dict(cfg.scheduler)
+        self.model0 = copy.deepcopy(task.model)
+        self.steps_per_epoch = len(self.x) // self.batch_size + bool(len(self.x) % self.batch_size)
+
+    def model(self) -> Any:
+        return copy.deepcopy(self.model0)
+
+    def optimizer(self, params: Any) -> tuple[Any, Any]:
+        import torch
+
+        opt = torch.optim.Adam(params, lr=self.lr, fused=True)  # what losslab's adam uses
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=self.lr, total_steps=self.epochs * self.steps_per_epoch,
+            pct_start=float(self.sched.get("pct_start", 0.3)))
+        return opt, sched
+
+
+def run_raw(s: Setup, warmup: int) -> tuple[tuple[float, float], int]:
+    """((wall, CPU) seconds per step after `warmup` steps, number of steps)."""
+    import torch
+    import torch.nn.functional as F
+
+    model = s.model()
+    model.train()
+    opt, sched = s.optimizer(model.parameters())
+    n, bs, step, t0, c0 = len(s.x), s.batch_size, 0, 0.0, 0.0
+    for _ in range(s.epochs):
+        perm = torch.randperm(n)
+        for i in range(0, n, bs):
+            if step == warmup:
+                t0, c0 = time.perf_counter(), time.process_time()
+            idx = perm[i:i + bs]
+            loss = F.cross_entropy(model(s.x[idx]), s.y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+    n = step - warmup
+    return ((time.perf_counter() - t0) / n, (time.process_time() - c0) / n), step
+
+
+class StepClock:
+    """perf_counter at each on_train_batch_start and after the last batch (a Lightning callback):
+    the timed span includes every epoch boundary but the last (the raw loop's too)."""
+
+    def __new__(cls, warmup: int) -> Any:
+        import lightning.pytorch as L
+
+        class _Clock(L.Callback):
+            def __init__(self) -> None:
+                self.starts: list[tuple[float, float]] = []
+                self.end = (0.0, 0.0)
+
+            def on_train_batch_start(self, *args: Any) -> None:
+                self.starts.append((time.perf_counter(), time.process_time()))
+
+            def on_train_batch_end(self, *args: Any) -> None:  # the last: end of the last step
+                self.end = (time.perf_counter(), time.process_time())
+
+            def per_step(self) -> tuple[float, float]:
+                n = len(self.starts) - warmup
+                return ((self.end[0] - self.starts[warmup][0]) / n,
+                        (self.end[1] - self.starts[warmup][1]) / n)
+
+        return _Clock()
+
+
+def run_lightning(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float], int]:
+    import lightning.pytorch as L
+    import torch.nn.functional as F
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Plain(L.LightningModule):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            loss = F.cross_entropy(self.model(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            opt, sched = s.optimizer(self.parameters())
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    loader = DataLoader(TensorDataset(s.x, s.y), batch_size=s.batch_size, shuffle=True)
+    clock = StepClock(warmup)
+    trainer = L.Trainer(max_epochs=s.epochs, accelerator="cpu", devices=1, callbacks=[clock],
+                        logger=TensorBoardLogger(str(out), name="plain"), default_root_dir=out,
+                        log_every_n_steps=10, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Plain(s.model()), train_dataloaders=loader)
+    return clock.per_step(), len(clock.starts)
+
+
+def run_losslab(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float], int]:
+    """The default run as `python train.py` builds it (losslab.run's own builders)."""
+    from losslab.builders import instantiate_group
+    from losslab.run import build_task, build_trainer
+
+    cfg = compose_default(out, s.extra, s.epochs)
+    task, dm = build_task(cfg)
+    task.model.load_state_dict(s.model0.state_dict())
+    clock = StepClock(warmup)
+    callbacks = [*instantiate_group(cfg.get("callbacks"), "callback"), clock]
+    trainer = build_trainer(cfg, callbacks, instantiate_group(cfg.get("logger"), "logger"))
+    trainer.fit(task, datamodule=dm)
+    return clock.per_step(), len(clock.starts)
+
+
+def run_variant(variant: str, s: Setup, warmup: int, out: Path) -> tuple[float, float]:
+    """(wall, process CPU) seconds per training step."""
+    if variant == "raw":
+        return run_raw(s, warmup)[0]
+    if variant == "lightning":
+        return run_lightning(s, warmup, out)[0]
+    return run_losslab(s, warmup, out)[0]
+
+
+def rss_mb() -> float:
+    """Current resident set size (MB), from /proc (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def memory_child(variant: str, epochs: int) -> None:
+    """One variant in this (fresh) process; prints JSON {before, peak} in MB."""
+    import torch
+
+    torch.set_num_threads(1)
+    quiet()
+    s = Setup(epochs, [])
+    before = rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_variant(variant, s, 1, Path(tmp))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"before": before, "peak": peak}))
+
+
+def measure_memory(epochs: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for variant in ("raw", "losslab"):
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", variant,
+                               "--epochs", str(epochs)], capture_output=True, text=True,
+                              cwd=ROOT, check=True)
+        out[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variant", action="append", choices=VARIANTS,
+                        help="run only these (repeatable)")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory")
+    parser.add_argument("--memory-child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--verbose", action="store_true", help="print every rep")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for (c) (ablations)")
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child, args.epochs)
+        return {}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    quiet()
+    variants = args.variant or list(VARIANTS)
+    s = Setup(args.epochs, args.overrides)
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in variants:  # warm-up: imports, allocator, TensorBoard
+            run_variant(v, Setup(1, args.overrides), 1, Path(tmp) / f"warm-{v}")
+        for rep in range(args.reps):
+            for v in (variants if rep % 2 == 0 else variants[::-1]):
+                times[v].append(run_variant(v, s, args.warmup, Path(tmp) / f"{v}-{rep}"))
+                if args.verbose:
+                    import threading
+                    print(f"  rep {rep} {v}: {1e3 * times[v][-1][0]:.2f} ms/step, threads "
+                          f"{[t.name for t in threading.enumerate()]}", flush=True)
+    steps = args.epochs * s.steps_per_epoch - args.warmup
+    print(f"framework overhead: default MNIST-1D MLP, batch {s.batch_size}, {args.epochs} epochs "
+          f"({steps} timed steps) x {args.reps} reps, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s); wall ms/step median (min-max) | CPU ms/step")
+    results: dict[str, Any] = {"steps_timed": steps, "reps": args.reps, "variants": {}}
+    for v in variants:
+        ms = [1e3 * t[0] for t in times[v]]
+        cpu = statistics.median(1e3 * t[1] for t in times[v])
+        row: dict[str, Any] = {"ms_per_step": statistics.median(ms), "min": min(ms),
+                               "max": max(ms), "steps_per_s": 1e3 / statistics.median(ms),
+                               "cpu_ms_per_step": cpu}
+        line = (f"  {LABELS[v]:34s} {row['ms_per_step']:6.2f} ({row['min']:.2f}-"
+                f"{row['max']:.2f}) | {cpu:6.2f}  {row['steps_per_s']:6.1f} steps/s")
+        if "raw" in times and v != "raw":
+            for k, key in ((0, "ratio_to_raw"), (1, "cpu_ratio_to_raw")):
+                row[key] = statistics.median(
+                    a[k] / b[k] for a, b in zip(times[v], times["raw"], strict=True))
+            line += f"   {row['ratio_to_raw']:.2f}x (a) | CPU {row['cpu_ratio_to_raw']:.2f}x"
+        results["variants"][v] = row
+        print(line)
+    if args.memory:
+        mem = measure_memory(args.epochs)
+        allowance = mem["losslab"]["before"] - mem["raw"]["before"]
+        budget = 1.2 * mem["raw"]["peak"] + allowance
+        results["memory_mb"] = {**mem, "framework_allowance": allowance,
+                                "budget_1.2x_raw_plus_allowance": budget,
+                                "within_budget": mem["losslab"]["peak"] <= budget}
+        print(f"  peak RSS: (a) {mem['raw']['peak']:.0f} MB, (c) {mem['losslab']['peak']:.0f} MB;"
+              f" framework allowance (set-up RSS (c) - (a)) {allowance:.0f} MB; "
+              f"budget 1.2 x (a) + allowance = {budget:.0f} MB -> "
+              f"{'within' if results['memory_mb']['within_budget'] else 'OVER'}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
