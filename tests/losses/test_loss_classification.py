@@ -328,3 +328,31 @@ def test_kl_temperature_convention() -> None:
     # integer labels: KL to a one-hot target is the cross-entropy
     torch.testing.assert_close(LOSSES.build("kl", reduction="none")(z, y),
                                F.cross_entropy(z, y, reduction="none"))
+
+
+@pytest.mark.parametrize("case", ["hard", "soft", "multiclass", "hard_gamma_half"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_focal_reduced_inside_the_function_equals_reducing_per_sample(case, reduction) -> None:
+    """focal's mean/sum are reduced inside its autograd.Function (a scalar backward); value,
+    gradient and float64 gradcheck must match the per-sample path reduced outside."""
+    torch.manual_seed(0)
+    gamma = 0.5 if case == "hard_gamma_half" else 2.0
+    if case == "multiclass":
+        z = torch.randn(64, 5, dtype=torch.float64) * 3
+        y = torch.randint(0, 5, (64,))
+        kwargs = {"gamma": gamma, "alpha": [0.1, 0.2, 0.3, 0.2, 0.2]}
+    else:
+        z = torch.randn(64, dtype=torch.float64) * 3
+        y = torch.rand(64, dtype=torch.float64) if case == "soft" else torch.randint(0, 2, (64,))
+        kwargs = {"gamma": gamma, "alpha": 0.25}
+    reduced = LOSSES.build("focal", reduction=reduction, **kwargs)
+    per_sample = LOSSES.build("focal", reduction="none", **kwargs)
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    a = reduced(z1, y)
+    b = per_sample(z2, y)
+    b = b.mean() if reduction == "mean" else b.sum()
+    assert a.dim() == 0 and torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    a.backward()
+    b.backward()
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda t: reduced(t, y), (z.clone().requires_grad_(),))

@@ -228,3 +228,21 @@ def test_lbfgs_one_iteration_per_step_does_not_stall():
         losses.append(float(opt.step(closure)))
     assert losses[-1] < 0.2 * losses[0]
     assert len(set(losses[-5:])) == 5  # still moving
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_is_fused_on_cpu_by_default_and_matches_the_unfused_update(name) -> None:
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(8, 4) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = OPTIMIZERS.build(name, params=models[0].parameters(), lr=1e-2)
+    plain = OPTIMIZERS.build(name, params=models[1].parameters(), lr=1e-2, fused=False)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    x = torch.randn(16, 8)
+    for _ in range(5):
+        for model, opt in zip(models, (fused, plain), strict=True):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -246,25 +246,31 @@ class FocalLoss(Loss):
             )
 
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self._focal(pred, target, "none")
+
+    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self._focal(pred, target, self.reduction)
+
+    def _focal(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         z = as_vector(pred)
         if z.dim() == 1:
             y = as_vector(target)
             if self.alpha is None and not self.gamma:
-                return F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
+                return F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction=reduction)
             if self.alpha is None:
                 a_neg = a_pos = None
             elif isinstance(self.alpha, list):
                 a_neg, a_pos = self.alpha
             else:
                 a_neg, a_pos = 1.0 - self.alpha, self.alpha
-            return focal_binary(z, y, self.gamma, a_neg, a_pos)
+            return focal_binary(z, y, self.gamma, a_neg, a_pos, reduction)
         y = labels_long(target)
         if self.alpha is None and not self.gamma:
-            return F.cross_entropy(z, y, reduction="none")
+            return F.cross_entropy(z, y, reduction=reduction)
         alpha = self.alpha_t
         if alpha is not None:
             alpha = alpha.to(device=z.device, dtype=z.dtype)
-        return focal_multiclass(z, y, self.gamma, alpha)
+        return focal_multiclass(z, y, self.gamma, alpha, reduction)
 
 
 @LOSSES.register("hinge", aliases=("multi_margin", "svm"))

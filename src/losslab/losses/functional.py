@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from losslab.losses.base import reduce
+
 LOG2 = math.log(2.0)
 
 
@@ -117,10 +119,9 @@ class _FocalHard(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, y, gamma, a_neg, a_pos):
-        if y.dtype in (torch.bool, torch.uint8):  # 1 - 2y must not wrap around
-            y = y.to(z.dtype)
-        v = torch.addcmul(z, y, z, value=-2.0)  # (1 - 2y) z; integer y is cast on the fly
+    def forward(ctx, z, y, gamma, a_neg, a_pos, scale=None):
+        y = y.to(z.dtype)  # once (mixed-dtype ops would cast it again and again)
+        v = torch.addcmul(z, y, z, value=-2.0)  # (1 - 2y) z
         q = torch.sigmoid(v)
         pt = torch.rsub(q, 1.0)
         # softplus(v) = relu(v) - log(max(sigma(v), sigma(-v))): one log instead of exp + log1p
@@ -130,18 +131,21 @@ class _FocalHard(torch.autograd.Function):
                 else torch.rsub(y, a_neg, alpha=a_neg + a_pos))
         cw = _pow(q, gamma).mul_(coef)
         ctx.save_for_backward(z, y, q, pt, ce, cw)
-        ctx.args = (gamma, a_neg, a_pos)
-        return (cw * ce).abs_()  # alpha_t q^gamma ce >= 0
+        ctx.args = (gamma, a_neg, a_pos, scale)
+        out = (cw * ce).abs_()  # alpha_t q^gamma ce >= 0
+        return out if scale is None else out.sum().mul_(scale)
 
     @staticmethod
     def backward(ctx, g):
         z, y, q, pt, ce, cw = ctx.saved_tensors
-        gamma, a_neg, a_pos = ctx.args
+        gamma, a_neg, a_pos, scale = ctx.args
+        if scale is not None:  # reduced: g is 0-d; d(scale sum)/dFL_i = scale
+            g = g * scale
         if torch.is_grad_enabled():
-            gz = _grad_of(focal_binary_composite, g, z, y, gamma, a_neg, a_pos)
+            gz = _grad_of(focal_binary_composite, g.expand_as(z), z, y, gamma, a_neg, a_pos)
         else:
             gz = torch.addcmul(q, pt, ce, value=gamma).mul_(cw).mul_(g)
-        return gz, None, None, None, None
+        return gz, None, None, None, None, None
 
 
 class _FocalSoft(torch.autograd.Function):
@@ -153,7 +157,7 @@ class _FocalSoft(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, y, gamma, a_neg, a_pos):
+    def forward(ctx, z, y, gamma, a_neg, a_pos, scale=None):
         y = y.to(z.dtype)
         p = torch.sigmoid(z)
         pn = torch.rsub(p, 1.0)
@@ -164,32 +168,46 @@ class _FocalSoft(torch.autograd.Function):
         wa = w if at is None else w * at
         out = wa * ce
         ctx.save_for_backward(z, y, p, pn, q, ce, w, wa, at)
-        ctx.args = (gamma, a_neg, a_pos)
-        return out
+        ctx.args = (gamma, a_neg, a_pos, scale)
+        return out if scale is None else out.sum().mul_(scale)
 
     @staticmethod
     def backward(ctx, g):
         z, y, p, pn, q, ce, w, wa, at = ctx.saved_tensors
-        gamma, a_neg, a_pos = ctx.args
+        gamma, a_neg, a_pos, scale = ctx.args
+        if scale is not None:
+            g = g * scale
         if torch.is_grad_enabled():
-            gz = _grad_of(focal_binary_composite, g, z, y, gamma, a_neg, a_pos)
-            return gz, None, None, None, None
+            gz = _grad_of(focal_binary_composite, g.expand_as(z), z, y, gamma, a_neg, a_pos)
+            return gz, None, None, None, None, None
         b = (p * pn).mul_(ce).mul_(_pow_minus_one(q, w, gamma))
         b.mul_(torch.rsub(y, gamma, alpha=2.0 * gamma))  # gamma (1 - 2y)
         if at is not None:
             b.mul_(at)
         b.add_((p - y).mul_(wa))
-        return b.mul_(g), None, None, None, None
+        return b.mul_(g), None, None, None, None, None
 
 
 def focal_binary(
-    z: Tensor, y: Tensor, gamma: float, a_neg: float | None, a_pos: float | None
+    z: Tensor, y: Tensor, gamma: float, a_neg: float | None, a_pos: float | None,
+    reduction: str = "none",
 ) -> Tensor:
-    """Per-sample binary focal loss on logits z [N]; alpha_t = a_pos for y = 1, a_neg for y = 0."""
+    """Binary focal loss on logits z [N]; alpha_t = a_pos for y = 1, a_neg for y = 0.
+
+    reduction "none" gives [N]; "mean"/"sum" are reduced inside the hand-written Function for
+    hard labels (its backward then scales by a scalar instead of expanding a [N] gradient).
+    """
     if gamma == 0 or not _use_fast(y):
-        return focal_binary_composite(z, y, gamma, a_neg, a_pos)
+        return reduce(focal_binary_composite(z, y, gamma, a_neg, a_pos), reduction)
     fn = _FocalSoft if y.is_floating_point() else _FocalHard
-    return fn.apply(z, y, gamma, a_neg, a_pos)
+    return fn.apply(z, y, gamma, a_neg, a_pos, _scale(reduction, len(z)))
+
+
+def _scale(reduction: str, n: int) -> float | None:
+    """None for per-sample output, else the factor of the sum (1/n for the mean)."""
+    if reduction == "none":
+        return None
+    return 1.0 / max(n, 1) if reduction == "mean" else 1.0
 
 
 # ----------------------------------------------------------------------------- multi-class focal
@@ -217,7 +235,7 @@ class _FocalMulticlass(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, y, gamma, alpha):
+    def forward(ctx, z, y, gamma, alpha, scale=None):
         logp = torch.log_softmax(z, dim=-1)
         idx = y.long().unsqueeze(1)
         lpt = logp.gather(1, idx).squeeze(1)  # log p_y
@@ -226,16 +244,20 @@ class _FocalMulticlass(torch.autograd.Function):
         at = None if alpha is None else (alpha[idx.squeeze(1)] if alpha.dim() else alpha)
         wa = w if at is None else w * at
         ctx.save_for_backward(z, y, alpha, logp, idx, lpt, nq, w, at)
-        ctx.gamma = gamma
-        return torch.mul(wa, lpt).neg_()
+        ctx.gamma, ctx.scale = gamma, scale
+        if scale is None:
+            return torch.mul(wa, lpt).neg_()
+        return torch.dot(wa, lpt).mul_(-scale)  # -scale sum_i wa_i log p_i, in one kernel
 
     @staticmethod
     def backward(ctx, g):
         z, y, alpha, logp, idx, lpt, nq, w, at = ctx.saved_tensors
-        gamma = ctx.gamma
+        gamma, scale = ctx.gamma, ctx.scale
+        if scale is not None:
+            g = g * scale
         if torch.is_grad_enabled():
-            gz = _grad_of(focal_multiclass_composite, g, z, y, gamma, alpha)
-            return gz, None, None, None
+            gz = _grad_of(focal_multiclass_composite, g.expand(len(z)), z, y, gamma, alpha)
+            return gz, None, None, None, None
         # k = w + gamma p_y (-log p_y) q^(gamma - 1) = w + gamma (1 + nq) lpt (nq q^(gamma - 2))
         t = nq.add(1.0).mul_(lpt)
         if gamma == 2.0:
@@ -247,14 +269,15 @@ class _FocalMulticlass(torch.autograd.Function):
             k.mul_(at)
         k = k.mul_(g).unsqueeze(1)
         grad = logp.exp().mul_(k)
-        return grad.scatter_add_(1, idx, k.neg()), None, None, None
+        return grad.scatter_add_(1, idx, k.neg()), None, None, None, None
 
 
-def focal_multiclass(z: Tensor, y: Tensor, gamma: float, alpha: Tensor | None) -> Tensor:
-    """Per-sample softmax focal loss on logits z [N, C] and integer labels y [N]."""
+def focal_multiclass(z: Tensor, y: Tensor, gamma: float, alpha: Tensor | None,
+                     reduction: str = "none") -> Tensor:
+    """Softmax focal loss on logits z [N, C] and integer labels y [N] ([N] or reduced)."""
     if gamma == 0 or not _use_fast(y) or (alpha is not None and alpha.requires_grad):
-        return focal_multiclass_composite(z, y, gamma, alpha)
-    return _FocalMulticlass.apply(z, y, gamma, alpha)
+        return reduce(focal_multiclass_composite(z, y, gamma, alpha), reduction)
+    return _FocalMulticlass.apply(z, y, gamma, alpha, _scale(reduction, len(z)))
 
 
 # ----------------------------------------------------------------------------- pairwise distance

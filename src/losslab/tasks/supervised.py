@@ -19,6 +19,8 @@ from losslab.tasks.metrics import build_metrics, metric_inputs
 from losslab.tasks.rng import collect_rng_states, set_rng_states
 from losslab.tasks.step_logging import TrainScalars
 
+_PLAIN_ATTRS = frozenset({"_current_fx_name"})
+
 
 class SupervisedTask(L.LightningModule):
     """loss = mean_i w_i l_i + l1 sum|W| + l2 sum W^2 (weights of dim >= 2 only).
@@ -58,6 +60,23 @@ class SupervisedTask(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+    # -- per-step overhead ----------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets `_current_fx_name` twice around every hook call (~50 times a step);
+        # nn.Module.__setattr__ checks each value against Parameter/Module/Tensor first.
+        if name in _PLAIN_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device,
+                                 dataloader_idx: int) -> Any:
+        """In-memory batches already on the device (CPU runs) are passed through as they are."""
+        if isinstance(batch, (tuple, list)) and all(
+                isinstance(t, Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # -- training -----------------------------------------------------------------------------
     def regularization_terms(self) -> dict[str, Tensor]:
