@@ -45,13 +45,15 @@ def quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
-def compose_default(out: Path, extra: list[str], epochs: int) -> Any:
+def compose_default(out: Path, extra: list[str], epochs: int, validate: bool = False) -> Any:
+    """The default run's config (`python train.py`), without validation unless `validate`."""
     from hydra import compose, initialize_config_module
 
+    no_val = [] if validate else ["+trainer.limit_val_batches=0"]
     with initialize_config_module("losslab.conf", version_base="1.3"):
         return compose("train", overrides=[
             f"paths.output_dir={out}", f"paths.data_dir={ROOT / 'data'}",
-            f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *extra])
+            f"trainer.max_epochs={epochs}", *no_val, *extra])
 
 
 class Setup:

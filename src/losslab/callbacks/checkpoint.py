@@ -55,6 +55,8 @@ class FiniteCheckpoint(ModelCheckpoint):
                        f"ckpt_path={path}")
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if self._same_step_copy(trainer, filepath):
+            return
         if not weights_are_finite(trainer.lightning_module):
             self.skipped_non_finite += 1
             rank_zero_warn(f"Not writing checkpoint {os.path.basename(filepath)} at step "
@@ -71,3 +73,28 @@ class FiniteCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+    def _same_step_copy(self, trainer: L.Trainer, filepath: str) -> bool:
+        """`last.ckpt` right after a top-k checkpoint of the same step holds the same state:
+        hard-link it (a new name for the same bytes; later renames over either file leave the
+        other intact) instead of serialising the model a second time (~15 ms per epoch on the
+        default MLP). Falls back to writing when linking is not possible."""
+        source = self._last_checkpoint_saved
+        if not (os.path.basename(filepath).startswith(self.CHECKPOINT_NAME_LAST)
+                and source and source != filepath
+                and self._last_global_step_saved == trainer.global_step):
+            return False
+        ok = True
+        if trainer.is_global_zero:
+            tmp = f"{filepath}.tmp"
+            try:
+                if os.path.lexists(tmp):
+                    os.remove(tmp)
+                os.link(source, tmp)
+                os.replace(tmp, filepath)
+            except OSError:
+                ok = False
+        ok = trainer.strategy.broadcast(ok)
+        if ok:
+            self._last_checkpoint_saved = filepath
+        return ok

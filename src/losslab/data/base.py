@@ -73,6 +73,15 @@ class ArrayDataModule(L.LightningDataModule):
 
     registry_name: ClassVar[str] = "data"
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device,
+                                 dataloader_idx: int) -> Any:
+        """In-memory batches already on the device (CPU runs) are passed through as they are
+        (Lightning's generic version walks the batch every step)."""
+        if isinstance(batch, (tuple, list)) and all(
+                isinstance(t, torch.Tensor) and t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     # -- subclasses -------------------------------------------------------------------------
     def load(self) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -70,14 +70,6 @@ class SupervisedTask(L.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device,
-                                 dataloader_idx: int) -> Any:
-        """In-memory batches already on the device (CPU runs) are passed through as they are."""
-        if isinstance(batch, (tuple, list)) and all(
-                isinstance(t, Tensor) and t.device == device for t in batch):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     # -- training -----------------------------------------------------------------------------
     def regularization_terms(self) -> dict[str, Tensor]:
         """L1 and L2 penalties over weight matrices/kernels (biases and norms excluded)."""

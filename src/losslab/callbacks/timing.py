@@ -1,0 +1,37 @@
+"""FirstStepTimer: the wall-clock time at which the first training step starts (start-up cost).
+
+    python train.py +callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer \
+        +callbacks.first_step.path=first_step.json
+
+writes {"first_step_unix": <time.time()>} when the first training batch starts; with
+`stop=true` (the default) the run then ends after that step. `scripts/bench_startup.py` compares
+it with the time the process was launched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import Callback
+
+
+class FirstStepTimer(Callback):
+    """Records time.time() at the first on_train_batch_start into a JSON file."""
+
+    def __init__(self, path: str = "first_step.json", stop: bool = True) -> None:
+        self.path, self.stop, self.done = Path(path), stop, False
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        if self.done:
+            return
+        self.done = True
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"first_step_unix": time.time()}))
+        if self.stop:
+            trainer.should_stop = True
