@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_framework import ROOT, Setup, compose_default, quiet  # noqa: E402
+from bench_framework import Setup, compose_default, quiet  # noqa: E402
 
 
 def test_accuracy(model: Any, x: Any, y: Any) -> float:

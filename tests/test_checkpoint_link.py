@@ -10,8 +10,8 @@ from losslab.run import train
 
 
 def test_last_is_linked_to_the_checkpoint_of_the_same_step(make_cfg, tmp_path) -> None:
-    train(make_cfg("debug=limit", "logger=none", "callbacks.lr_monitor=null", "test=false", "trainer.max_epochs=2",
-                   "callbacks.model_checkpoint.monitor=null"))
+    train(make_cfg("debug=limit", "logger=none", "callbacks.lr_monitor=null", "test=false",
+                   "trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=null"))
     folder = tmp_path / "run" / "checkpoints"
     last = folder / "last.ckpt"
     best = [p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"]
