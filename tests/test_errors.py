@@ -13,7 +13,8 @@ from losslab.run import train
     ("loss=focall", r"Unknown loss 'focall'.*Did you mean 'focal'"),
     ("optim=adamm", r"Unknown optim 'adamm'.*Did you mean 'adam'"),
     ("data=mnist", r"Unknown data 'mnist'.*Did you mean 'mnist1d'"),
-    ("model=resnet999", r"Unknown model 'resnet999'.*Allowed model options: cnn1d, cnn2d, mlp"),
+    ("model=resnet999",
+     r"Unknown model 'resnet999'.*Allowed model options: cnn1d, cnn2d, gru, linear, mlp"),
 ])
 def test_unknown_group_options(arg, match):
     with pytest.raises(UserError, match=match):

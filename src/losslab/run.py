@@ -20,6 +20,7 @@ from losslab.provenance import write_provenance
 from losslab.sweeps.ddp import write_rank_record
 from losslab.sweeps.overrides import job_overrides, parse_override
 from losslab.tasks import SupervisedTask
+from losslab.tuning import applies, tune
 
 
 def output_dim(loss: Loss, info: DataInfo) -> int:
@@ -119,7 +120,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt = _checkpoint(cfg.get("ckpt_path"), out_dir)
     write_provenance(out_dir, cfg)
 
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = tune(cfg, trainer, task, dm, out_dir)  # tune=lr_find|batch_size
+    if not applies(cfg):  # search only (tune.apply=false): results in tune.json
+        return metrics
     if cfg.get("train", True):
         start = time.perf_counter()
         _guard_checkpoint_load(lambda: trainer.fit(task, datamodule=dm, ckpt_path=ckpt), ckpt)

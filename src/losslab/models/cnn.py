@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from losslab.errors import UserError, check_range
 from losslab.models.activations import ACTIVATIONS
+from losslab.models.checkpointing import checkpointed
 from losslab.models.init import apply_init
 
 
@@ -34,7 +35,8 @@ class CNN(nn.Module):
 
     def __init__(self, dims: int, input_shape: Sequence[int], out_dim: int,
                  channels: Sequence[int], kernel_size: int, activation: str, dropout: float,
-                 batch_norm: bool, init: str, init_gain: float | None) -> None:
+                 batch_norm: bool, init: str, init_gain: float | None,
+                 activation_checkpointing: bool = False) -> None:
         super().__init__()
         name = f"model 'cnn{dims}d'"
         if len(input_shape) != dims + 1:
@@ -50,25 +52,40 @@ class CNN(nn.Module):
         self.max = nn.AdaptiveMaxPool1d(1) if dims == 1 else nn.AdaptiveMaxPool2d(1)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(2 * int(channels[-1]), out_dim)
+        self.activation_checkpointing = bool(activation_checkpointing)
+        starts = [i for i, m in enumerate(self.features) if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+        self._blocks = list(zip(starts, [*starts[1:], len(self.features)], strict=True))
         apply_init(self, init, init_gain)
 
+    def _features(self, x: Tensor) -> Tensor:
+        """The conv stack; with activation checkpointing, one checkpoint per conv block
+        (conv -> [norm] -> activation -> [pool]), only while training."""
+        if not (self.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            return self.features(x)
+        for a, b in self._blocks:
+            block = self.features[a:b]
+            x = checkpointed(block, x, block)
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
-        h = self.features(x)
+        h = self._features(x)
         pooled = torch.cat([self.avg(h).flatten(1), self.max(h).flatten(1)], dim=1)
         return self.head(self.drop(pooled))
 
 
 def cnn1d(input_shape: Sequence[int], out_dim: int, channels: Sequence[int] = (32, 64, 64),
           kernel_size: int = 5, activation: str = "relu", dropout: float = 0.1,
-          batch_norm: bool = True, init: str = "default", init_gain: float | None = None) -> CNN:
+          batch_norm: bool = True, init: str = "default", init_gain: float | None = None,
+          activation_checkpointing: bool = False) -> CNN:
     """1D CNN for (channels, length) inputs such as MNIST-1D."""
     return CNN(1, input_shape, out_dim, channels, kernel_size, activation, dropout, batch_norm,
-               init, init_gain)
+               init, init_gain, activation_checkpointing)
 
 
 def cnn2d(input_shape: Sequence[int], out_dim: int, channels: Sequence[int] = (32, 64),
           kernel_size: int = 3, activation: str = "relu", dropout: float = 0.2,
-          batch_norm: bool = True, init: str = "default", init_gain: float | None = None) -> CNN:
+          batch_norm: bool = True, init: str = "default", init_gain: float | None = None,
+          activation_checkpointing: bool = False) -> CNN:
     """2D CNN for (channels, height, width) inputs such as 8x8 digits."""
     return CNN(2, input_shape, out_dim, channels, kernel_size, activation, dropout, batch_norm,
-               init, init_gain)
+               init, init_gain, activation_checkpointing)

@@ -1,14 +1,17 @@
-"""Multi-layer perceptron with configurable depth, width, activation, init, norm and skips."""
+"""Multi-layer perceptron with configurable depth, width, activation, init, norm and skips;
+`activation_checkpointing` recomputes each block's activations in backward (less memory)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from losslab.errors import UserError, check_range
 from losslab.models.activations import ACTIVATIONS
+from losslab.models.checkpointing import checkpointed
 from losslab.models.init import apply_init
 
 
@@ -36,7 +39,7 @@ class MLP(nn.Module):
                  hidden: Sequence[int] | None = (256, 256, 256), depth: int | None = None,
                  width: int | None = None, activation: str = "relu", init: str = "default",
                  init_gain: float | None = None, batch_norm: bool = False, dropout: float = 0.0,
-                 residual: bool = False) -> None:
+                 residual: bool = False, activation_checkpointing: bool = False) -> None:
         super().__init__()
         check_range("model 'mlp'", "dropout", dropout, low=0, high=1, high_inclusive=False)
         if depth is not None or width is not None:
@@ -56,7 +59,13 @@ class MLP(nn.Module):
         self.flatten = nn.Flatten()
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(d, out_dim)
+        self.activation_checkpointing = bool(activation_checkpointing)
         apply_init(self, init, init_gain)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.blocks(self.flatten(x)))
+        h = self.flatten(x)
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            for block in self.blocks:  # recompute each block's activations in backward
+                h = checkpointed(block, h, block)
+            return self.head(h)
+        return self.head(self.blocks(h))
