@@ -236,11 +236,27 @@ class SupervisedTask(L.LightningModule):
                                 f"logged. Logged metrics: {', '.join(logged)}."
                                 + did_you_mean(monitor, logged))
 
-        out = configure(self.model, dict(self.hparams.optim), dict(self.hparams.scheduler),
+        out = configure(self.model, self.optim_config(), dict(self.hparams.scheduler),
                         steps_per_run=int(self.trainer.estimated_stepping_batches),
                         epochs=int(self.trainer.max_epochs or 1))
         rank_zero_info(describe_param_groups(out["optimizer"].param_groups))
         return out
+
+    def optim_config(self) -> dict[str, Any]:
+        """The optimizer config, with `fused` turned off under a GradScaler (16-bit AMP): a
+        fused optimizer unscales inside its kernel, so Lightning skips `scaler.unscale_()` and
+        every gradient reader (statistics, health, clipping) would see scaled gradients."""
+        optim = dict(self.hparams.optim)
+        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        if scaler is None or "fused" not in optim:
+            return optim
+        if optim["fused"]:
+            raise UserError("optim.fused=true cannot be combined with 16-bit mixed precision "
+                            f"(trainer.precision={self.trainer.precision}): the fused step "
+                            "unscales the gradients itself, after the gradient callbacks and "
+                            "clipping read them. Use optim.fused=null (the default) or "
+                            "trainer.precision=bf16-mixed.")
+        return {**optim, "fused": False}
 
     # -- gradient clipping and step vetoes (attached by losslab.callbacks) ----------------------
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
