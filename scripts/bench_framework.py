@@ -56,21 +56,27 @@ def compose_default(out: Path, extra: list[str], epochs: int, validate: bool = F
             f"trainer.max_epochs={epochs}", *no_val, *extra])
 
 
+#: the GPU comparison: a CNN big enough to matter, bf16 autocast, bigger batches
+GPU_OVERRIDES = ["experiment=mnist1d_cnn", "trainer=gpu", "trainer.precision=bf16-mixed",
+                 "data.batch_size=512", "model.channels=[128,256,256]"]
+
+
 class Setup:
     """The default run's data, initial model and recipe, shared by every variant."""
 
-    def __init__(self, epochs: int, extra: list[str]) -> None:
+    def __init__(self, epochs: int, extra: list[str], device: str = "cpu") -> None:
         import lightning.pytorch as L
 
         from losslab.run import build_task
 
-        self.epochs, self.extra = epochs, extra
+        self.epochs, self.device = epochs, device
+        self.extra = [*GPU_OVERRIDES, *extra] if device == "cuda" else extra
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = compose_default(Path(tmp), extra, epochs)
+            cfg = compose_default(Path(tmp), self.extra, epochs)
         L.seed_everything(int(cfg.seed), verbose=False)
         task, dm = build_task(cfg)
         dm.setup("fit")
-        self.x, self.y = dm.splits["train"][0], dm.splits["train"][1]
+        self.x, self.y = dm.splits["train"][0].to(device), dm.splits["train"][1].to(device)
         self.batch_size = int(cfg.data.batch_size)
         self.lr = float(cfg.optim.lr)
         self.sched = dict(cfg.scheduler)
@@ -78,7 +84,7 @@ class Setup:
         self.steps_per_epoch = len(self.x) // self.batch_size + bool(len(self.x) % self.batch_size)
 
     def model(self) -> Any:
-        return copy.deepcopy(self.model0)
+        return copy.deepcopy(self.model0).to(self.device)
 
     def optimizer(self, params: Any) -> tuple[Any, Any]:
         import torch
@@ -99,18 +105,24 @@ def run_raw(s: Setup, warmup: int) -> tuple[tuple[float, float], int]:
     model.train()
     opt, sched = s.optimizer(model.parameters())
     n, bs, step, t0, c0 = len(s.x), s.batch_size, 0, 0.0, 0.0
+    cuda = s.device == "cuda"
     for _ in range(s.epochs):
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=s.device)
         for i in range(0, n, bs):
             if step == warmup:
+                if cuda:
+                    torch.cuda.synchronize()
                 t0, c0 = time.perf_counter(), time.process_time()
             idx = perm[i:i + bs]
-            loss = F.cross_entropy(model(s.x[idx]), s.y[idx])
+            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(s.x[idx]), s.y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
+    if cuda:
+        torch.cuda.synchronize()
     n = step - warmup
     return ((time.perf_counter() - t0) / n, (time.process_time() - c0) / n), step
 
@@ -164,7 +176,9 @@ def run_lightning(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float]
 
     loader = DataLoader(TensorDataset(s.x, s.y), batch_size=s.batch_size, shuffle=True)
     clock = StepClock(warmup)
-    trainer = L.Trainer(max_epochs=s.epochs, accelerator="cpu", devices=1, callbacks=[clock],
+    gpu = {"accelerator": "gpu", "precision": "bf16-mixed"} if s.device == "cuda" else \
+        {"accelerator": "cpu"}
+    trainer = L.Trainer(max_epochs=s.epochs, devices=1, callbacks=[clock], **gpu,
                         logger=TensorBoardLogger(str(out), name="plain"), default_root_dir=out,
                         log_every_n_steps=10, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)
@@ -237,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: the GPU comparison (a wider CNN, bf16, batch 512)")
     parser.add_argument("--variant", action="append", choices=VARIANTS,
                         help="run only these (repeatable)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
@@ -253,11 +269,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     quiet()
     variants = args.variant or list(VARIANTS)
-    s = Setup(args.epochs, args.overrides)
+    s = Setup(args.epochs, args.overrides, args.device)
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:  # warm-up: imports, allocator, TensorBoard
-            run_variant(v, Setup(1, args.overrides), 1, Path(tmp) / f"warm-{v}")
+            run_variant(v, Setup(1, args.overrides, args.device), 1, Path(tmp) / f"warm-{v}")
         for rep in range(args.reps):
             for v in (variants if rep % 2 == 0 else variants[::-1]):
                 times[v].append(run_variant(v, s, args.warmup, Path(tmp) / f"{v}-{rep}"))
@@ -266,8 +282,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(f"  rep {rep} {v}: {1e3 * times[v][-1][0]:.2f} ms/step, threads "
                           f"{[t.name for t in threading.enumerate()]}", flush=True)
     steps = args.epochs * s.steps_per_epoch - args.warmup
-    print(f"framework overhead: default MNIST-1D MLP, batch {s.batch_size}, {args.epochs} epochs "
-          f"({steps} timed steps) x {args.reps} reps, torch {torch.__version__}, "
+    model = "default MNIST-1D MLP" if args.device == "cpu" else "MNIST-1D CNN 128-256-256, bf16"
+    print(f"framework overhead ({args.device}): {model}, batch {s.batch_size}, {args.epochs} "
+          f"epochs ({steps} timed steps) x {args.reps} reps, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); wall ms/step median (min-max) | CPU ms/step")
     results: dict[str, Any] = {"steps_timed": steps, "reps": args.reps, "variants": {}}
     for v in variants:
@@ -275,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cpu = statistics.median(1e3 * t[1] for t in times[v])
         row: dict[str, Any] = {"ms_per_step": statistics.median(ms), "min": min(ms),
                                "max": max(ms), "steps_per_s": 1e3 / statistics.median(ms),
+                               "samples_per_s": 1e3 * s.batch_size / statistics.median(ms),
                                "cpu_ms_per_step": cpu}
         line = (f"  {LABELS[v]:34s} {row['ms_per_step']:6.2f} ({row['min']:.2f}-"
                 f"{row['max']:.2f}) | {cpu:6.2f}  {row['steps_per_s']:6.1f} steps/s")

@@ -120,7 +120,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="A/B pairs per model")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--only", choices=["default", "deep"], default=None)
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    structured: dict[str, dict[str, dict[str, float]]] = {}
     if args.threads:
         torch.set_num_threads(args.threads)
     import logging
@@ -153,6 +155,10 @@ def main() -> None:
                 ratio = [statistics.median(r[k] / a[k] for r, a in
                                            zip(runs[variant], runs[names[0]], strict=True))
                          for k in (0, 1)]
+                structured.setdefault(name, {})[variant] = {
+                    "ms_per_step": 1e3 * wall, "cpu_ms_per_step": 1e3 * cpu,
+                    "ratio": ratio[0], "cpu_ratio": ratio[1],
+                    "hooks_cpu_fraction": hooks / base[1]}
                 line = (f"  {variant:36s} {1e3 * wall:8.2f} | {1e3 * cpu:8.2f}   ratio "
                         f"{ratio[0]:.3f} | {ratio[1]:.3f}")
                 if variant != names[0]:
@@ -163,6 +169,11 @@ def main() -> None:
                 print(line)
                 print("      wall per rep: "
                       + ", ".join(f"{1e3 * r[0]:.1f}" for r in runs[variant]))
+    if args.json:
+        import json
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(structured, indent=2))
     print("\nsummary (ratio to the run without the gradient callbacks):")
     for variant, lines in results.items():
         print(f"  {variant}: " + "; ".join(lines))

@@ -254,6 +254,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="registry names to run")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--skip-slow", action="store_true", help="skip the [4096, 4096] pair rows")
+    ap.add_argument("--json", default=None, help="also write the table rows here (JSON)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -308,6 +309,13 @@ def main() -> None:
     print("|" + "|".join("---" for _ in head) + "|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    if args.json:
+        import json
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([dict(zip(head, row, strict=True))
+                                               for row in rows], indent=2))
 
 
 if __name__ == "__main__":
