@@ -26,7 +26,8 @@ Each kind has an action (``on_vanishing``, ``on_exploding``, ``on_non_finite``):
 * ``none``: the kind is not checked.
 
 Cost. Every step, `torch.cat([||g||, loss, ||g_l||])` is stored on the device; the window is
-read back (one host transfer) every ``check_every_n_steps`` (default: trainer.log_every_n_steps)
+read back (one host transfer) every ``check_every_n_steps`` (config default 10; None: the
+trainer's log_every_n_steps)
 and judged on the host, so warn/reduce_lr/raise/none add no per-step host sync. ``skip`` and
 ``stop`` for non_finite/exploding must decide *before* the optimizer step: then each step does
 one small device->host read (free on CPU; on a GPU it waits for the backward pass to finish):
