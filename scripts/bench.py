@@ -41,7 +41,7 @@ def benchmarks(quick: bool, threads: int) -> dict[str, list[str]]:
         return ["--reps", str(short if quick else full)]
 
     return {
-        "framework": ["bench_framework.py", *t, *reps(5, 2), "--memory"],
+        "framework": ["bench_framework.py", *t, *reps(7, 2), "--memory"],
         "monitoring": ["bench_grad_overhead.py", *t, *reps(5, 2)],
         "losses": ["bench_losses.py", *t, "--skip-slow",
                    "--repeats", "60" if quick else "200"],
@@ -149,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
-                               "quick": args.quick}
+    results: dict[str, Any] = {}
+    if args.only and (args.out / "results.json").exists():  # update the other entries' table
+        results = json.loads((args.out / "results.json").read_text())
+    results.update({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
+                    "quick": args.quick})
     status, t_all = 0, time.time()
     for name, (script, *opts) in benchmarks(args.quick, args.threads).items():
         if args.only and name not in args.only:

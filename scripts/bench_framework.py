@@ -221,27 +221,57 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def memory_child(variant: str, epochs: int) -> None:
-    """One variant in this (fresh) process; prints JSON {before, peak} in MB."""
+class SavedSetup:
+    """What `run_raw` needs, loaded from a file with torch only (no Lightning, Hydra, ...)."""
+
+    def __init__(self, path: Path) -> None:
+        import torch
+
+        state = torch.load(path, weights_only=False)
+        self.__dict__.update(state)
+        self.device = "cpu"
+
+    def model(self) -> Any:
+        return copy.deepcopy(self.model0)
+
+    optimizer = Setup.optimizer
+
+
+def memory_child(variant: str, epochs: int, setup_file: Path) -> None:
+    """One variant in this (fresh) process; prints JSON {before, peak} in MB. The raw loop
+    imports only torch (and the model's class); losslab builds its whole stack."""
     import torch
 
     torch.set_num_threads(1)
-    quiet()
-    s = Setup(epochs, [])
+    s: Any = SavedSetup(setup_file) if variant == "raw" else None
+    if s is None:
+        quiet()
+        s = Setup(epochs, [])
     before = rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
-        run_variant(variant, s, 1, Path(tmp))
+        if variant == "raw":
+            run_raw(s, 1)
+        else:
+            run_variant(variant, s, 1, Path(tmp))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"before": before, "peak": peak}))
 
 
-def measure_memory(epochs: int) -> dict[str, dict[str, float]]:
+def measure_memory(epochs: int, s: Setup) -> dict[str, dict[str, float]]:
+    """Peak RSS of (a) and (c), each in a fresh process."""
+    import torch
+
     out = {}
-    for variant in ("raw", "losslab"):
-        proc = subprocess.run([sys.executable, __file__, "--memory-child", variant,
-                               "--epochs", str(epochs)], capture_output=True, text=True,
-                              cwd=ROOT, check=True)
-        out[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        setup_file = Path(tmp) / "setup.pt"
+        torch.save({"x": s.x.cpu(), "y": s.y.cpu(), "model0": s.model0, "lr": s.lr,
+                    "sched": s.sched, "epochs": epochs, "batch_size": s.batch_size,
+                    "steps_per_epoch": s.steps_per_epoch}, setup_file)
+        for variant in ("raw", "losslab"):
+            proc = subprocess.run([sys.executable, __file__, "--memory-child", variant,
+                                   "--epochs", str(epochs), "--setup-file", str(setup_file)],
+                                  capture_output=True, text=True, cwd=ROOT, check=True)
+            out[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
 
 
@@ -257,12 +287,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="run only these (repeatable)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--memory-child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--setup-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--verbose", action="store_true", help="print every rep")
     parser.add_argument("overrides", nargs="*", help="extra overrides for (c) (ablations)")
     args = parser.parse_args(argv)
     if args.memory_child:
-        memory_child(args.memory_child, args.epochs)
+        memory_child(args.memory_child, args.epochs, args.setup_file)
         return {}
     import torch
 
@@ -304,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["variants"][v] = row
         print(line)
     if args.memory:
-        mem = measure_memory(args.epochs)
+        mem = measure_memory(args.epochs, s)
         allowance = mem["losslab"]["before"] - mem["raw"]["before"]
         budget = 1.2 * mem["raw"]["peak"] + allowance
         results["memory_mb"] = {**mem, "framework_allowance": allowance,

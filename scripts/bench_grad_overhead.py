@@ -44,7 +44,7 @@ VARIANTS = {
 MODELS = {
     "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 36, 4),
     "MLP 20x512 gelu, batch 256": (["model.hidden=null", "model.depth=20", "model.width=512",
-                                    "data.batch_size=256"], 6, 2),
+                                    "data.batch_size=256"], 12, 2),
 }
 
 
