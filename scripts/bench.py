@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from losslab.benchmarking import machine_description
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -50,22 +51,6 @@ def benchmarks(quick: bool, threads: int) -> dict[str, list[str]]:
         "gpu": ["bench_framework.py", "--device", "cuda", *reps(5, 2)],
         "sharpness": ["bench_sharpness.py", *t],
     }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
 
 
 def fmt(x: Any, nd: int = 2) -> str:
@@ -152,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     if args.only and (args.out / "results.json").exists():  # update the other entries' table
         results = json.loads((args.out / "results.json").read_text())
-    results.update({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
+    results.update({"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
                     "quick": args.quick})
     status, t_all = 0, time.time()
     for name, (script, *opts) in benchmarks(args.quick, args.threads).items():

@@ -33,6 +33,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from losslab.benchmarking import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("raw", "lightning", "losslab")
 LABELS = {"raw": "(a) plain PyTorch loop", "lightning": "(b) plain Lightning + DataLoader",
@@ -345,9 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f" framework allowance (set-up RSS (c) - (a)) {allowance:.0f} MB; "
               f"budget 1.2 x (a) + allowance = {budget:.0f} MB -> "
               f"{'within' if results['memory_mb']['within_budget'] else 'OVER'}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return results
 
 

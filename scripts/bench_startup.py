@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from losslab.benchmarking import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,9 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"training step {results['first_step_s']:.2f} s; import losslab "
           f"{results['import_losslab_s']:.3f} s; import losslab.run (Lightning, torch, "
           f"torchmetrics, Hydra) {results['import_training_stack_s']:.2f} s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return results
 
 

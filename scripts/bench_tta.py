@@ -13,7 +13,6 @@ what a user waits for; the plain loop runs the same validation pass). Runs stop 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_framework import Setup, compose_default, quiet  # noqa: E402
+
+from losslab.benchmarking import write_json  # noqa: E402
 
 
 def test_accuracy(model: Any, x: Any, y: Any) -> float:
@@ -131,9 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"losslab default {c if c is None else round(c, 2)} s (epochs "
           f"{results['losslab']['epochs']})"
           + (f", ratio {results['ratio']:.2f}" if results["ratio"] else ""))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return results
 
 
