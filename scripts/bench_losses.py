@@ -48,6 +48,8 @@ def vec(n: int = 65536, cols: int | None = None, target: str = "real"):
             y = torch.randn(n, generator=g)
         elif target == "binary_float":
             y = (torch.rand(n, generator=g) > 0.5).float()
+        elif target == "soft":  # label-smoothed binary targets, 0.05 / 0.95
+            y = (torch.rand(n, generator=g) > 0.5).float() * 0.9 + 0.05
         else:  # binary_long
             y = (torch.rand(n, generator=g) > 0.5).long()
         return pred.to(device), y.to(device)
@@ -154,6 +156,8 @@ CASES = [
          lambda z, y: F.binary_cross_entropy_with_logits(z, y, reduction="none"), "F.bce_logits"),
     Case("focal binary, float y", "focal", {"gamma": 2.0, "alpha": 0.25},
          vec(target="binary_float"), tv_focal, "torchvision formula"),
+    Case("focal binary, soft y", "focal", {"gamma": 2.0, "alpha": 0.25},
+         vec(target="soft"), tv_focal, "torchvision formula"),
     Case("focal binary, long y", "focal", {"gamma": 2.0, "alpha": 0.25},
          vec(target="binary_long"), tv_focal, "torchvision formula"),
     Case("focal binary g=0.5, long y", "focal", {"gamma": 0.5, "alpha": 0.25},
@@ -184,7 +188,8 @@ CASES = [
 ]
 
 # rows also timed against another registry loss (the focal target: within 1.3x of bce / ce)
-SIBLINGS = {"focal binary, float y": "bce", "focal binary, long y": "bce",
+SIBLINGS = {"focal binary, float y": "bce", "focal binary, soft y": "bce",
+            "focal binary, long y": "bce",
             "focal binary g=0.5, long y": "bce", "focal multi-class": "ce"}
 
 

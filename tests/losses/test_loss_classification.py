@@ -356,3 +356,19 @@ def test_focal_reduced_inside_the_function_equals_reducing_per_sample(case, redu
     b.backward()
     assert torch.allclose(z1.grad, z2.grad, rtol=1e-10, atol=1e-14)
     assert torch.autograd.gradcheck(lambda t: reduced(t, y), (z.clone().requires_grad_(),))
+
+
+def test_focal_float_hard_targets_take_the_hard_kernel_with_identical_results() -> None:
+    torch.manual_seed(1)
+    z = torch.randn(256, dtype=torch.float64) * 4
+    y_long = torch.randint(0, 2, (256,))
+    assert LF._hard_on_cpu(y_long.double())
+    assert not LF._hard_on_cpu(y_long.double() * 0.9 + 0.05)  # smoothed: the soft kernel
+    assert not LF._hard_on_cpu(torch.tensor([0.0, 1.0, 2.0, -1.0]))  # outside [0, 1]
+    fl = LOSSES.build("focal", gamma=2.0, alpha=0.25, reduction="none")
+    za, zb = z.clone().requires_grad_(), z.clone().requires_grad_()
+    a, b = fl(za, y_long), fl(zb, y_long.double())
+    assert torch.allclose(a, b, rtol=1e-12, atol=0)
+    a.sum().backward()
+    b.sum().backward()
+    assert torch.allclose(za.grad, zb.grad, rtol=1e-12, atol=0)

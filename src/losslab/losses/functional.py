@@ -199,8 +199,20 @@ def focal_binary(
     """
     if gamma == 0 or not _use_fast(y):
         return reduce(focal_binary_composite(z, y, gamma, a_neg, a_pos), reduction)
-    fn = _FocalSoft if y.is_floating_point() else _FocalHard
+    fn = _FocalSoft if y.is_floating_point() and not _hard_on_cpu(y) else _FocalHard
     return fn.apply(z, y, gamma, a_neg, a_pos, _scale(reduction, len(z)))
+
+
+def _hard_on_cpu(y: Tensor) -> bool:
+    """Float targets that are all 0 or 1 take the hard-label kernel (the same formula with
+    half the element-wise passes). Checked on CPU only, where reading the answer costs no
+    device sync; on accelerators float targets keep the soft kernel."""
+    if y.device.type != "cpu" or y.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(y)
+    # within [0, 1] every y (1 - y) >= 0, so their sum is 0 only when each y is 0 or 1
+    return bool(lo >= 0) and bool(hi <= 1) and float(torch.dot(y.reshape(-1),
+                                                              torch.rsub(y.reshape(-1), 1))) == 0
 
 
 def _scale(reduction: str, n: int) -> float | None:
