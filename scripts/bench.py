@@ -43,7 +43,7 @@ def benchmarks(quick: bool, threads: int) -> dict[str, list[str]]:
 
     return {
         "framework": ["bench_framework.py", *t, *reps(7, 2), "--memory"],
-        "monitoring": ["bench_grad_overhead.py", *t, *reps(5, 2)],
+        "monitoring": ["bench_grad_overhead.py", *t, *reps(11, 2)],
         "losses": ["bench_losses.py", *t, "--skip-slow",
                    "--repeats", "60" if quick else "200"],
         "startup": ["bench_startup.py", *reps(3, 1)],

@@ -26,8 +26,10 @@ steps, drawn directly in numpy) at the end of every `heatmap_every_n_epochs`-th 
 each), and at the end of training the same map as a labelled matplotlib figure
 ``grad/norm_heatmap_labelled`` (layer names, steps, colour bar).
 
-Values reach the host once per logging step (one transfer); other steps cost nothing beyond the
-shared `grad_stats`. Only global rank zero logs.
+Values stay on the device until the buffered steps span 10 steps (or the epoch ends): then one
+host transfer for all of them and one TensorBoard event per step, at its own step number. So at
+`log_every_n_steps=1` the charts lag by up to 10 steps, and a step costs only the shared
+`grad_stats` plus a small concatenation. Only global rank zero logs.
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ def custom_scalars_layout(layer_names: tuple[str, ...]) -> dict[str, dict[str, l
     return {"gradients": overview, "gradients by layer (norm, update ratio)": per_layer}
 
 
+#: buffered values are written once they span this many steps (and at every epoch end): at
+#: log_every_n_steps=1 one host transfer per 10 steps instead of one per step
+FLUSH_SPAN = 10
+
+
 class GradMonitor(Callback):
     """Logs gradient statistics; see the module docstring for the metrics and charts."""
 
@@ -145,6 +152,8 @@ class GradMonitor(Callback):
         self.tracker = UpdateTracker()
         self._tag_cache: dict[tuple[tuple[str, ...], bool, bool], list[str]] = {}
         self._pending: tuple[int, GradStats, bool, bool] | None = None
+        # (step, layer names, logged norms?, measured ratios?, values on the device)
+        self._buffer: list[tuple[int, tuple[str, ...], bool, bool, torch.Tensor]] = []
         self.history_steps: list[int] = []
         self.history: list[list[float]] = []
         self.history_names: tuple[str, ...] = ()
@@ -159,7 +168,7 @@ class GradMonitor(Callback):
     # -- hooks ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         reset_layout(pl_module)
-        self._pending = None
+        self._pending, self._buffer = None, []
         self.history_steps, self.history, self.history_names = [], [], ()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -213,20 +222,44 @@ class GradMonitor(Callback):
             parts += list(measured)
         if not parts:
             return
-        values = torch.cat(parts).tolist()  # the one host transfer
-        tags = self._tags(names, log_now, measured is not None)
-        log_scalars(trainer, dict(zip(tags, values, strict=True)), step)
-        if log_now and self.per_layer:
-            self._remember(step, names, values[1:1 + len(names)])
+        self._buffer.append((step, names, log_now, measured is not None, torch.cat(parts)))
+        if step - self._buffer[0][0] >= FLUSH_SPAN - 1:
+            self.flush(trainer)
+
+    def flush(self, trainer: L.Trainer) -> None:
+        """Write the buffered steps' values: one host transfer for all of them, then one
+        TensorBoard event per step (at its own step number)."""
+        if not self._buffer:
+            return
+        buffered, self._buffer = self._buffer, []
+        flat = torch.cat([b[4] for b in buffered]).tolist()  # the one host transfer
+        start = 0
+        for step, names, log_now, measured, vec in buffered:
+            values = flat[start:start + vec.numel()]
+            start += vec.numel()
+            tags = self._tags(names, log_now, measured)
+            log_scalars(trainer, dict(zip(tags, values, strict=True)), step)
+            if log_now and self.per_layer:
+                self._remember(step, names, values[1:1 + len(names)])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not self.history:
+        if not trainer.is_global_zero:
+            return
+        self.flush(trainer)
+        if not self.history:
             return
         every = 1 if self.heatmap_every_n_epochs is None else self.heatmap_every_n_epochs
         if every and (trainer.current_epoch + 1) % every == 0:
             self.log_heatmap(trainer)
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        if trainer.is_global_zero:  # the last steps before a failure are the interesting ones
+            self.flush(trainer)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.flush(trainer)
         if trainer.is_global_zero and self.history and self.heatmap_every_n_epochs != 0:
             self.log_heatmap(trainer, labelled=True)
 
