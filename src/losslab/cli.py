@@ -188,7 +188,8 @@ def hydra_main(cfg: DictConfig) -> float:
         release_ddp_job(timeout=120.0 if finished else 5.0)
     key = str(cfg.optimized_metric)
     value = metrics.get(f"{key}_best", metrics.get(key, math.nan))
-    print(f"{key} (best) = {value:.6g}")
+    if f"{key}_best" in metrics or key in metrics:  # (a tuning search alone trains nothing)
+        print(f"{key} (best) = {value:.6g}")
     diverged = divergence(metrics, key)
     if diverged:
         _record_failure(diverged, kind="diverged")
