@@ -41,7 +41,8 @@ class MultiTaskDataModule(ArrayDataModule):
     def __init__(self, **kwargs) -> None:
         if kwargs.get("standardize_target"):
             raise UserError(f"data '{self.registry_name}': 'standardize_target' does not apply "
-                            "to multi-task sets (each task decides; see docs/multitask.md).")
+                            "to multi-task sets (each task decides; see the README's "
+                            "Multi-task section).")
         kwargs.pop("standardize_target", None)
         super().__init__(**kwargs)
 
