@@ -365,6 +365,10 @@ def test_focal_float_hard_targets_take_the_hard_kernel_with_identical_results() 
     assert LF._hard_on_cpu(y_long.double())
     assert not LF._hard_on_cpu(y_long.double() * 0.9 + 0.05)  # smoothed: the soft kernel
     assert not LF._hard_on_cpu(torch.tensor([0.0, 1.0, 2.0, -1.0]))  # outside [0, 1]
+    assert not LF._hard_on_cpu(torch.tensor([0.0, 1.0, 0.5]))  # soft after a hard first element
+    assert not LF._hard_on_cpu(torch.tensor([1.0, float("nan")]))
+    assert not LF._hard_on_cpu(torch.tensor([1.0 - 2.0**-24, 1.0]))
+
     fl = LOSSES.build("focal", gamma=2.0, alpha=0.25, reduction="none")
     za, zb = z.clone().requires_grad_(), z.clone().requires_grad_()
     a, b = fl(za, y_long), fl(zb, y_long.double())
@@ -372,3 +376,20 @@ def test_focal_float_hard_targets_take_the_hard_kernel_with_identical_results() 
     a.sum().backward()
     b.sum().backward()
     assert torch.allclose(za.grad, zb.grad, rtol=1e-12, atol=0)
+
+
+def test_focal_under_no_grad_matches_and_later_backward_is_unaffected() -> None:
+    """The fused kernels form the gradient in the forward pass only when one is wanted."""
+    torch.manual_seed(2)
+    z = torch.randn(128, dtype=torch.float64, requires_grad=True)
+    for y in (torch.rand(128, dtype=torch.float64), torch.randint(0, 2, (128,))):
+        fl = LOSSES.build("focal", gamma=2.0, alpha=0.25, reduction="mean")
+        with torch.no_grad():
+            v0 = fl(z, y)
+        assert v0.grad_fn is None
+        v1 = fl(z, y)
+        assert torch.equal(v0, v1.detach())
+        (g,) = torch.autograd.grad(v1, z)
+        ref = LF.focal_binary_composite(z, y, 2.0, 0.75, 0.25).mean()
+        (g_ref,) = torch.autograd.grad(ref, z)
+        assert torch.allclose(g, g_ref, rtol=1e-10, atol=1e-14)
