@@ -271,25 +271,26 @@ class GradHealth(Callback):
         self._loss = None
         if loss.dtype != torch.float32 or loss.numel() != 1:
             loss = loss.float().sum()
-        total = stats.total_norm
-        packed = torch.cat([total.reshape(1), loss.reshape(1).to(total.device),
-                            stats.layer_grad_norms])
+        loss = loss.reshape(1).to(stats.packed.device)
+        packed = torch.cat([stats.packed, loss])  # [||g||, ||g_layer||..., loss]
         # LBFGS-style optimizers evaluate the closure at trial points within one step: those
         # repeats are checked for NaN/Inf only (no exploding test, no running average)
         self._window.append((step, packed, step == self._last_step))
         self._last_step = step
         every = self._every(trainer)
         check = (step + 1) % every == 0 and step != self._last_checked
-        if check or (self.per_step and self._must_judge_now(packed)):
+        if check or (self.per_step and self._must_judge_now(stats.total_norm, loss)):
             self._flush(trainer, pl_module, check=check)
 
-    def _must_judge_now(self, packed: Tensor) -> bool:
+    def _must_judge_now(self, total: Tensor, loss: Tensor) -> bool:
         """Before a step that skip/stop may veto: always when exploding can veto (it needs the
         running average), else only when ||g|| or the loss is not finite (one float read; the
         window's finite steps are judged together on the next check step)."""
         if self.veto_exploding:
             return True
-        return not math.isfinite(float(packed[0] + packed[1]))
+        if total.is_cpu:  # two reads of CPU memory: cheaper than adding first
+            return not (math.isfinite(total.item()) and math.isfinite(loss.item()))
+        return not math.isfinite(float(total + loss))  # one device sync
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._window:
@@ -314,13 +315,13 @@ class GradHealth(Callback):
         self._window.clear()
         new_events = len(self.events)
         for step, row, repeat in zip(steps, rows, repeats, strict=True):
-            self._judge_step(trainer, step, row[0], row[1], row[2:], repeat)
+            self._judge_step(trainer, step, row[0], row[-1], row[1:-1], repeat)
         if check:
             self._last_checked = steps[-1]
             self.checks += 1
             row = rows[-1]
             if math.isfinite(row[0]):
-                self._judge_vanishing(trainer, steps[-1], row[2:])
+                self._judge_vanishing(trainer, steps[-1], row[1:-1])
         if len(self.events) != new_events or self._dirty:
             self._dirty = False
             self.write(trainer)

@@ -212,17 +212,16 @@ class GradMonitor(Callback):
         names = stats.layer_names if self.per_layer else ()
         parts = []
         if log_now:
-            parts.append(stats.total_norm.reshape(1))
-            if self.per_layer:
-                parts.append(stats.layer_grad_norms)
-                if not self.update_ratio:
-                    parts.append(weight_norms(stats))
+            parts.append(stats.packed if self.per_layer else stats.total_norm.reshape(1))
+            if self.per_layer and not self.update_ratio:
+                parts.append(weight_norms(stats))
         measured = self.tracker.after() if ratio_now else None
         if measured is not None:
             parts += list(measured)
         if not parts:
             return
-        self._buffer.append((step, names, log_now, measured is not None, torch.cat(parts)))
+        values = parts[0] if len(parts) == 1 else torch.cat(parts)
+        self._buffer.append((step, names, log_now, measured is not None, values))
         if step - self._buffer[0][0] >= FLUSH_SPAN - 1:
             self.flush(trainer)
 

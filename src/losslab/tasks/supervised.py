@@ -273,7 +273,7 @@ class SupervisedTask(L.LightningModule):
         clipper = getattr(self, "gradient_clipper", None)
         if clipper is not None and clipper.active:
             clipper.clip(self, optimizer)
-        else:
+        elif gradient_clip_val:  # Lightning's clipping does nothing without a value (~50 us)
             super().configure_gradient_clipping(optimizer, gradient_clip_val,
                                                 gradient_clip_algorithm)
 
