@@ -32,6 +32,16 @@ class FiniteCheckpoint(ModelCheckpoint):
         kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
         self.skipped_non_finite = 0
+        self._state_key: str | None = None
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key (a repr of its settings, ~3 us), built once: Lightning reads
+        it on every hook call to name the call for its profiler."""
+        key = getattr(self, "_state_key", None)
+        if key is None:
+            key = self._state_key = super().state_key
+        return key
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Keep `last.ckpt` at the end of every epoch. (Lightning >= 2.5 writes `last` only in
