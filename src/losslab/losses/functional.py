@@ -273,12 +273,11 @@ class _FocalMulticlass(torch.autograd.Function):
 
     dFL/dz_c = k (p_c - [c = y]) with k = alpha_y (q^gamma + gamma q^(gamma - 1) p_y (-log p_y));
     -log p_y <= q / p_y, so k is finite, and q^(gamma - 1) is only formed as q^gamma / q where q
-    is nonzero. The gradient is formed in the forward pass (backward: one multiply).
+    is nonzero.
     """
 
     @staticmethod
-    def forward(ctx, z, y, gamma, alpha, scale, grad_mode):
-        ctx.grad_mode = grad_mode
+    def forward(ctx, z, y, gamma, alpha, scale=None):
         logp = torch.log_softmax(z, dim=-1)
         idx = y.long().unsqueeze(1)
         lpt = logp.gather(1, idx).squeeze(1)  # log p_y
@@ -286,35 +285,33 @@ class _FocalMulticlass(torch.autograd.Function):
         w = nq.square() if gamma == 2.0 else _pow(nq.neg(), gamma)
         at = None if alpha is None else (alpha[idx.squeeze(1)] if alpha.dim() else alpha)
         wa = w if at is None else w * at
-        # reduced: -scale sum_i wa_i log p_i, in one kernel
-        out = torch.mul(wa, lpt).neg_() if scale is None else torch.dot(wa, lpt).mul_(-scale)
-        gz = None
-        if _wants_grad(ctx):
-            # k = w + gamma p_y (-log p_y) q^(gamma - 1) = w + gamma (1 + nq) lpt (nq q^(gamma - 2))
-            t = nq.add(1.0).mul_(lpt)
-            if gamma == 2.0:
-                k = torch.addcmul(w, t, nq, value=gamma)
-            else:
-                k = torch.addcmul(w, t, _pow_minus_one(nq.neg(), w, gamma), value=-gamma)
-            if at is not None:
-                k.mul_(at)
-            if scale is not None:
-                k.mul_(scale)
-            k = k.unsqueeze(1)
-            gz = logp.exp_().mul_(k).scatter_add_(1, idx, k.neg())
-        ctx.save_for_backward(z, y, alpha, gz)
+        ctx.save_for_backward(z, y, alpha, logp, idx, lpt, nq, w, at)
         ctx.gamma, ctx.scale = gamma, scale
-        return out
+        if scale is None:
+            return torch.mul(wa, lpt).neg_()
+        return torch.dot(wa, lpt).mul_(-scale)  # -scale sum_i wa_i log p_i, in one kernel
 
     @staticmethod
     def backward(ctx, g):
-        z, y, alpha, gz = ctx.saved_tensors
+        z, y, alpha, logp, idx, lpt, nq, w, at = ctx.saved_tensors
         gamma, scale = ctx.gamma, ctx.scale
+        if scale is not None:
+            g = g * scale
         if torch.is_grad_enabled():
-            g = g.expand(len(z)) if scale is None else (g * scale).expand(len(z))
-            gz = _grad_of(focal_multiclass_composite, g, z, y, gamma, alpha)
-            return gz, None, None, None, None, None
-        return gz * (g if g.dim() == 0 else g.unsqueeze(1)), None, None, None, None, None
+            gz = _grad_of(focal_multiclass_composite, g.expand(len(z)), z, y, gamma, alpha)
+            return gz, None, None, None, None
+        # k = w + gamma p_y (-log p_y) q^(gamma - 1) = w + gamma (1 + nq) lpt (nq q^(gamma - 2))
+        t = nq.add(1.0).mul_(lpt)
+        if gamma == 2.0:
+            k = torch.addcmul(w, t, nq, value=gamma)
+        else:
+            q = nq.neg()
+            k = torch.addcmul(w, t, _pow_minus_one(q, w, gamma), value=-gamma)
+        if at is not None:
+            k.mul_(at)
+        k = k.mul_(g).unsqueeze(1)
+        grad = logp.exp().mul_(k)
+        return grad.scatter_add_(1, idx, k.neg()), None, None, None, None
 
 
 def focal_multiclass(z: Tensor, y: Tensor, gamma: float, alpha: Tensor | None,
@@ -322,8 +319,7 @@ def focal_multiclass(z: Tensor, y: Tensor, gamma: float, alpha: Tensor | None,
     """Softmax focal loss on logits z [N, C] and integer labels y [N] ([N] or reduced)."""
     if gamma == 0 or not _use_fast(y) or (alpha is not None and alpha.requires_grad):
         return reduce(focal_multiclass_composite(z, y, gamma, alpha), reduction)
-    return _FocalMulticlass.apply(z, y, gamma, alpha, _scale(reduction, len(z)),
-                                  torch.is_grad_enabled())
+    return _FocalMulticlass.apply(z, y, gamma, alpha, _scale(reduction, len(z)))
 
 
 # ----------------------------------------------------------------------------- pairwise distance
