@@ -1,4 +1,4 @@
-"""The throttled rich progress bar: redraws every refresh_rate batches and on the last one."""
+"""The throttled rich progress bar: redraws on the first, every n-th and the last batch."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from losslab.callbacks.progress import ThrottledRichProgressBar, due
 
 
 def test_due_every_n_and_on_the_last_batch() -> None:
-    assert [i for i in range(23) if due(i, 23, 10)] == [9, 19, 22]
-    assert [i for i in range(5) if due(i, float("inf"), 2)] == [1, 3]
+    assert [i for i in range(23) if due(i, 23, 10)] == [0, 9, 19, 22]
+    assert [i for i in range(5) if due(i, float("inf"), 2)] == [0, 1, 3]
     assert all(due(i, 7, 1) for i in range(7))
 
 
@@ -29,4 +29,4 @@ def test_the_bar_forwards_only_due_batches(monkeypatch: pytest.MonkeyPatch) -> N
     bar = ThrottledRichProgressBar(refresh_rate=5)
     for i in range(12):
         bar.on_train_batch_end(None, None, None, None, i)  # type: ignore[arg-type]
-    assert seen == [4, 9, 11]
+    assert seen == [0, 4, 9, 11]

@@ -3,7 +3,7 @@
 Lightning 2.x's `RichProgressBar` reads `refresh_rate` only as on/off: it updates the bar, gathers
 the progress-bar metrics and re-renders on every batch (~0.2 ms of Python per training step on
 the default MLP, ~3% of the step). This subclass forwards a batch-end hook only every
-`refresh_rate`-th batch and on the last batch of each loop, so the bar and its metrics are
+`refresh_rate`-th batch and on the first and last batch of each loop, so the bar and its metrics are
 never more than `refresh_rate - 1` batches behind and always exact at the end of an epoch.
 """
 
@@ -16,9 +16,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 
 def due(batch_idx: int, total: float, every: int) -> bool:
-    """Whether batch `batch_idx` (0-based) of `total` batches is a redraw batch."""
+    """Whether batch `batch_idx` (0-based) of `total` batches is a redraw batch: the first
+    (so rich can estimate the speed), every `every`-th and the last."""
     done = batch_idx + 1
-    return done % every == 0 or done >= total
+    return done % every == 0 or done >= total or done == 1
 
 
 class ThrottledRichProgressBar(RichProgressBar):
