@@ -25,8 +25,9 @@ Each kind has an action (``on_vanishing``, ``on_exploding``, ``on_non_finite``):
 * ``raise``: GradientHealthError (a UserError: printed without traceback, exit code 2);
 * ``none``: the kind is not checked.
 
-Cost. Every step, `torch.cat([||g||, loss, ||g_l||])` is stored on the device; the window is
-read back (one host transfer) every ``check_every_n_steps`` (config default 10; None: the
+Cost. Every step, the row [||g||, ||g_l||..., loss] is stored (on CPU as Python floats, read
+without a sync; on an accelerator as a device tensor); the window is read back (one host
+transfer) every ``check_every_n_steps`` (config default 10; None: the
 trainer's log_every_n_steps)
 and judged on the host, so warn/reduce_lr/raise/none add no per-step host sync. ``skip`` and
 ``stop`` for non_finite/exploding must decide *before* the optimizer step: then each step does
@@ -206,7 +207,7 @@ class GradHealth(Callback):
         self.steps_judged = 0
         self.checks = 0
         self._warned = dict.fromkeys(KINDS, 0)
-        self._window: list[tuple[int, Tensor, bool]] = []
+        self._window: list[tuple[int, Any, bool]] = []
         self._loss: Tensor | None = None
         self._ema: float | None = None
         self._ema_n = 0
@@ -254,8 +255,8 @@ class GradHealth(Callback):
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            loss: Tensor) -> None:
-        loss = loss.detach()
-        self._loss = loss if self._loss is None else self._loss + loss
+        # kept as is (read after the backward pass); summed only under gradient accumulation
+        self._loss = loss if self._loss is None else self._loss.detach() + loss.detach()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: Any) -> None:
@@ -267,30 +268,35 @@ class GradHealth(Callback):
             if self._window:  # the set of layers with gradients changed: judge the old rows
                 self._flush(trainer, pl_module, check=False)
             self._names = stats.layer_names
-        loss = self._loss if self._loss is not None else stats.total_norm.new_zeros(())
+        loss = self._loss if self._loss is not None else stats.packed.new_zeros(())
         self._loss = None
-        if loss.dtype != torch.float32 or loss.numel() != 1:
-            loss = loss.float().sum()
-        loss = loss.reshape(1).to(stats.packed.device)
-        packed = torch.cat([stats.packed, loss])  # [||g||, ||g_layer||..., loss]
+        if loss.numel() != 1:
+            loss = loss.detach().float().sum()
+        row: list[float] | Tensor
+        if stats.packed.is_cpu:  # reading CPU memory is no sync: keep the row as floats
+            row = stats.packed.tolist()
+            row.append(loss.item())
+        else:  # [||g||, ||g_layer||..., loss], read back with the window
+            loss = loss.detach().float().reshape(1).to(stats.packed.device)
+            row = torch.cat([stats.packed, loss])
         # LBFGS-style optimizers evaluate the closure at trial points within one step: those
         # repeats are checked for NaN/Inf only (no exploding test, no running average)
-        self._window.append((step, packed, step == self._last_step))
+        self._window.append((step, row, step == self._last_step))
         self._last_step = step
         every = self._every(trainer)
         check = (step + 1) % every == 0 and step != self._last_checked
-        if check or (self.per_step and self._must_judge_now(stats.total_norm, loss)):
+        if check or (self.per_step and self._must_judge_now(row)):
             self._flush(trainer, pl_module, check=check)
 
-    def _must_judge_now(self, total: Tensor, loss: Tensor) -> bool:
+    def _must_judge_now(self, row: list[float] | Tensor) -> bool:
         """Before a step that skip/stop may veto: always when exploding can veto (it needs the
-        running average), else only when ||g|| or the loss is not finite (one float read; the
-        window's finite steps are judged together on the next check step)."""
+        running average), else only when ||g|| or the loss is not finite (one float read on a
+        device; the window's finite steps are judged together on the next check step)."""
         if self.veto_exploding:
             return True
-        if total.is_cpu:  # two reads of CPU memory: cheaper than adding first
-            return not (math.isfinite(total.item()) and math.isfinite(loss.item()))
-        return not math.isfinite(float(total + loss))  # one device sync
+        if isinstance(row, list):
+            return not (math.isfinite(row[0]) and math.isfinite(row[-1]))
+        return not math.isfinite(float(row[0] + row[-1]))  # one device sync
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._window:
@@ -308,10 +314,13 @@ class GradHealth(Callback):
         """One host transfer for the window; judge each step, then vanishing if a check step."""
         steps = [s for s, _, _ in self._window]
         repeats = [r for _, _, r in self._window]
-        if len(self._window) == 1:
-            rows = [self._window[0][1].tolist()]
+        entries = [t for _, t, _ in self._window]
+        if isinstance(entries[0], list):  # CPU: already floats
+            rows = entries
+        elif len(entries) == 1:
+            rows = [entries[0].tolist()]
         else:
-            rows = torch.stack([t for _, t, _ in self._window]).tolist()
+            rows = torch.stack(entries).tolist()
         self._window.clear()
         new_events = len(self.events)
         for step, row, repeat in zip(steps, rows, repeats, strict=True):

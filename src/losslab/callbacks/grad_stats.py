@@ -38,24 +38,17 @@ class Layout:
     param_names: list[str]
     layer_names: tuple[str, ...]
     layer_of_param: list[int]
-    _index: dict[tuple[torch.device, tuple[int, ...]], Tensor] = field(default_factory=dict)
-    _zeros: dict[tuple[torch.device, int], Tensor] = field(default_factory=dict)
+    _index: dict[tuple[torch.device, tuple[int, ...]], tuple[Tensor, Tensor]] = field(
+        default_factory=dict)
 
-    def index(self, device: torch.device, keep: tuple[int, ...]) -> Tensor:
-        """The layer id of each kept parameter, then 1 + it (see `packed_norms`), as one long
-        tensor on `device` (cached)."""
+    def index(self, device: torch.device, keep: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """(layer id of each kept parameter, `packed_mask`) on `device` (cached)."""
         key = (device, keep)
         if key not in self._index:
             ids = [self.layer_of_param[i] for i in keep]
-            self._index[key] = packed_index(torch.tensor(ids, dtype=torch.long, device=device))
+            index = torch.tensor(ids, dtype=torch.long, device=device)
+            self._index[key] = (index, packed_mask(index, len(self.layer_names)))
         return self._index[key]
-
-    def zeros(self, device: torch.device, n: int) -> Tensor:
-        """A cached float32 zero vector (the base of out-of-place `index_add`)."""
-        key = (device, n)
-        if key not in self._zeros:
-            self._zeros[key] = torch.zeros(n, dtype=torch.float32, device=device)
-        return self._zeros[key]
 
 
 @dataclass
@@ -66,8 +59,7 @@ class GradStats:
     parameters have no gradient this step are absent. `packed` is [total, layer norms...] in
     one tensor (what the monitor buffers); `total_norm` and `layer_grad_norms` are views of it.
     `params`/`param_grad_norms` are per parameter tensor, in the same order; `param_layer`
-    (device) and `param_layer_ids` (host) give each parameter's layer index; `packed_index` is
-    the scatter index of `packed_norms`.
+    (device) and `param_layer_ids` (host) give each parameter's layer index.
     """
 
     step: int
@@ -76,7 +68,7 @@ class GradStats:
     param_grad_norms: Tensor
     params: list[nn.Parameter]
     param_names: list[str]
-    packed_index: Tensor
+    param_layer: Tensor
     param_layer_ids: list[int]
     layer_weight_norms: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -88,11 +80,6 @@ class GradStats:
     @property
     def layer_grad_norms(self) -> Tensor:
         return self.packed[1:]
-
-    @property
-    def param_layer(self) -> Tensor:
-        """Each parameter's layer index (device)."""
-        return self.packed_index[len(self.params):] - 1
 
     @property
     def grads(self) -> list[Tensor]:
@@ -152,27 +139,26 @@ def group_norms(per_param: Tensor, index: Tensor, num_groups: int,
     return torch.index_add(zeros, 0, index, sq).sqrt()
 
 
-def packed_index(index: Tensor) -> Tensor:
-    """[0]*P followed by 1 + index: scatter target of `packed_norms` for P parameters."""
-    return torch.cat([torch.zeros_like(index), index + 1])
+def packed_mask(index: Tensor, num_groups: int) -> Tensor:
+    """[1 + num_groups, P] bool: row 0 selects every parameter, row 1 + g those of group g."""
+    groups = torch.arange(num_groups, device=index.device).unsqueeze(1) == index.unsqueeze(0)
+    return torch.cat([torch.ones_like(groups[:1]), groups])
 
 
-def packed_norms(per_param: Tensor, packed_idx: Tensor, num_groups: int,
-                 zeros: Tensor | None = None) -> Tensor:
-    """[||all||, ||group_0||, ...] from per-tensor norms in one scatter: every squared norm
-    goes to slot 0 and to slot 1 + its group."""
-    if zeros is None:
-        zeros = torch.zeros(num_groups + 1, dtype=per_param.dtype, device=per_param.device)
-    sq = per_param.square()
-    return torch.index_add(zeros, 0, packed_idx, torch.cat([sq, sq])).sqrt_()  # cat: repeat is
-    # ~20x slower here
+def packed_norms(per_param: Tensor, mask: Tensor) -> Tensor:
+    """[||all||, ||group_0||, ...] from per-tensor norms: the norm of each mask row's entries.
+    Two kernels (a select, a row norm); a NaN/Inf shows only in the rows that contain it."""
+    return torch.linalg.vector_norm(torch.where(mask, per_param, 0.0), dim=1)
 
 
 def foreach_norms(tensors: list[Tensor]) -> Tensor:
     """[len(tensors)] float32 L2 norms, computed with one fused kernel per device."""
     norms = torch._foreach_norm(tensors, 2.0, dtype=torch.float32)
-    device = norms[0].device
-    return torch.stack([n if n.device == device else n.to(device) for n in norms])
+    try:
+        return torch.stack(norms)
+    except RuntimeError:  # parameters on several devices (model parallel): gather on the first
+        device = norms[0].device
+        return torch.stack([n.to(device) for n in norms])
 
 
 def _fingerprint(grads: list[Tensor]) -> tuple[Any, int]:
@@ -201,22 +187,20 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
     else:
         per_param = foreach_norms(grads)  # type: ignore[arg-type]
         if len(keep) == len(layout.params):
-            names, num = layout.layer_names, len(layout.layer_names)
-            packed_idx = layout.index(per_param.device, keep)
+            names = layout.layer_names
+            index, mask = layout.index(per_param.device, keep)
             ids = layout.layer_of_param
         else:  # renumber the layers that have gradients this step
             used = sorted({layout.layer_of_param[i] for i in keep})
             remap = {old: new for new, old in enumerate(used)}
             ids = [remap[layout.layer_of_param[i]] for i in keep]
-            packed_idx = packed_index(torch.tensor(ids, dtype=torch.long,
-                                                   device=per_param.device))
-            names, num = tuple(layout.layer_names[i] for i in used), len(used)
-        zeros = layout.zeros(per_param.device, num + 1)
+            index = torch.tensor(ids, dtype=torch.long, device=per_param.device)
+            names = tuple(layout.layer_names[i] for i in used)
+            mask = packed_mask(index, len(used))
         stats = GradStats(
-            step=step, layer_names=names,
-            packed=packed_norms(per_param, packed_idx, num, zeros),
+            step=step, layer_names=names, packed=packed_norms(per_param, mask),
             param_grad_norms=per_param, params=[layout.params[i] for i in keep],
-            param_names=[layout.param_names[i] for i in keep], packed_index=packed_idx,
+            param_names=[layout.param_names[i] for i in keep], param_layer=index,
             param_layer_ids=list(ids))
         object.__setattr__(module, _CACHE_ATTR, (step, ref, version, keep, stats))
     if weights and stats.layer_weight_norms is None:
