@@ -268,15 +268,14 @@ class GradHealth(Callback):
             if self._window:  # the set of layers with gradients changed: judge the old rows
                 self._flush(trainer, pl_module, check=False)
             self._names = stats.layer_names
-        loss = self._loss if self._loss is not None else stats.packed.new_zeros(())
+        loss = self._loss if self._loss is not None else stats.param_grad_norms.new_zeros(())
         self._loss = None
         if loss.numel() != 1:
             loss = loss.detach().float().sum()
-        row: list[float] | Tensor
-        if stats.packed.is_cpu:  # reading CPU memory is no sync: keep the row as floats
-            row = stats.packed.tolist()
-            row.append(loss.item())
-        else:  # [||g||, ||g_layer||..., loss], read back with the window
+        row: list[float] | Tensor  # [||g||, ||g_layer||..., loss]
+        if stats.param_grad_norms.is_cpu:  # reading CPU memory is no sync: floats right away
+            row = [*stats.host_row(), loss.item()]
+        else:  # on the device, read back with the window
             loss = loss.detach().float().reshape(1).to(stats.packed.device)
             row = torch.cat([stats.packed, loss])
         # LBFGS-style optimizers evaluate the closure at trial points within one step: those

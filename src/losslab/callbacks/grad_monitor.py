@@ -26,10 +26,11 @@ steps, drawn directly in numpy) at the end of every `heatmap_every_n_epochs`-th 
 each), and at the end of training the same map as a labelled matplotlib figure
 ``grad/norm_heatmap_labelled`` (layer names, steps, colour bar).
 
-Values stay on the device until the buffered steps span 10 steps (or the epoch ends): then one
-host transfer for all of them and one TensorBoard event per step, at its own step number. So at
-`log_every_n_steps=1` the charts lag by up to 10 steps, and a step costs only the shared
-`grad_stats` plus a small concatenation. Only global rank zero logs.
+Values are buffered until the buffered steps span 10 steps (or the epoch ends), then written as
+one TensorBoard event per step, at its own step number; on an accelerator they stay on the
+device until then (one host transfer for all of them), on CPU they are read as floats at once
+(`GradStats.host_row`, free there). So at `log_every_n_steps=1` the charts lag by up to 10
+steps, and a step costs only the shared `grad_stats`. Only global rank zero logs.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ class GradMonitor(Callback):
         self.tracker = UpdateTracker()
         self._tag_cache: dict[tuple[tuple[str, ...], bool, bool], list[str]] = {}
         self._pending: tuple[int, GradStats, bool, bool] | None = None
-        # (step, layer names, logged norms?, measured ratios?, values on the device)
-        self._buffer: list[tuple[int, tuple[str, ...], bool, bool, torch.Tensor]] = []
+        # (step, layer names, logged norms?, measured ratios?, parts: host floats or tensors)
+        self._buffer: list[tuple[int, tuple[str, ...], bool, bool, list[Any]]] = []
         self.history_steps: list[int] = []
         self.history: list[list[float]] = []
         self.history_names: tuple[str, ...] = ()
@@ -210,18 +211,20 @@ class GradMonitor(Callback):
         step, stats, log_now, ratio_now = self._pending
         self._pending = None
         names = stats.layer_names if self.per_layer else ()
-        parts = []
+        parts: list[Any] = []
         if log_now:
-            parts.append(stats.packed if self.per_layer else stats.total_norm.reshape(1))
-            if self.per_layer and not self.update_ratio:
-                parts.append(weight_norms(stats))
+            on_cpu = stats.param_grad_norms.is_cpu  # CPU: floats, no kernels (see host_row)
+            if self.per_layer:
+                parts.append(stats.host_row() if on_cpu else stats.packed)
+                if not self.update_ratio:
+                    parts.append(weight_norms(stats))
+            else:
+                parts.append(stats.host_row()[:1] if on_cpu else stats.total_norm.reshape(1))
         measured = self.tracker.after() if ratio_now else None
         if measured is not None:
             parts += list(measured)
-        if not parts:
-            return
-        values = parts[0] if len(parts) == 1 else torch.cat(parts)
-        self._buffer.append((step, names, log_now, measured is not None, values))
+        if parts:
+            self._buffer.append((step, names, log_now, measured is not None, parts))
         if step - self._buffer[0][0] >= FLUSH_SPAN - 1:
             self.flush(trainer)
 
@@ -231,11 +234,17 @@ class GradMonitor(Callback):
         if not self._buffer:
             return
         buffered, self._buffer = self._buffer, []
-        flat = torch.cat([b[4] for b in buffered]).tolist()  # the one host transfer
+        tensors = [p for b in buffered for p in b[4] if isinstance(p, torch.Tensor)]
+        flat = torch.cat(tensors).tolist() if tensors else []  # the one host transfer
         start = 0
-        for step, names, log_now, measured, vec in buffered:
-            values = flat[start:start + vec.numel()]
-            start += vec.numel()
+        for step, names, log_now, measured, parts in buffered:
+            values: list[float] = []
+            for part in parts:  # host floats (CPU) or device tensors, in order
+                if isinstance(part, list):
+                    values += part
+                else:
+                    values += flat[start:start + part.numel()]
+                    start += part.numel()
             tags = self._tags(names, log_now, measured)
             log_scalars(trainer, dict(zip(tags, values, strict=True)), step)
             if log_now and self.per_layer:

@@ -19,6 +19,7 @@ one step, and readers after clipping, see fresh values.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,21 +58,32 @@ class GradStats:
 
     `layer_names[i]` names `layer_grad_norms[i]` (and `layer_weight_norms[i]`); layers whose
     parameters have no gradient this step are absent. `packed` is [total, layer norms...] in
-    one tensor (what the monitor buffers); `total_norm` and `layer_grad_norms` are views of it.
+    one tensor, built on first use; `total_norm` and `layer_grad_norms` are views of it. On CPU,
+    `host_row()` gives the same values as floats from one read of `param_grad_norms` (what the
+    monitor and the health detector use there: no further kernels per step).
     `params`/`param_grad_norms` are per parameter tensor, in the same order; `param_layer`
     (device) and `param_layer_ids` (host) give each parameter's layer index.
     """
 
     step: int
     layer_names: tuple[str, ...]
-    packed: Tensor
     param_grad_norms: Tensor
     params: list[nn.Parameter]
     param_names: list[str]
     param_layer: Tensor
     param_layer_ids: list[int]
+    mask: Tensor
     layer_weight_norms: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    _packed: Tensor | None = None
+    _row: list[float] | None = None
+
+    @property
+    def packed(self) -> Tensor:
+        """[||g||, ||g_layer||...] as one device tensor (two kernels, on first use)."""
+        if self._packed is None:
+            self._packed = packed_norms(self.param_grad_norms, self.mask)
+        return self._packed
 
     @property
     def total_norm(self) -> Tensor:
@@ -80,6 +92,18 @@ class GradStats:
     @property
     def layer_grad_norms(self) -> Tensor:
         return self.packed[1:]
+
+    def host_row(self) -> list[float]:
+        """[||g||, ||g_layer||...] as Python floats, for CPU tensors: one read of the
+        per-parameter norms, then sums of squares in float64 on the host (no more kernels).
+        Call it only where reading the values is free (CPU); on a device it would sync."""
+        if self._row is None:
+            sq = [v * v for v in self.param_grad_norms.tolist()]
+            layers = [0.0] * len(self.layer_names)
+            for layer, v in zip(self.param_layer_ids, sq, strict=True):
+                layers[layer] += v
+            self._row = [math.sqrt(sum(sq)), *(math.sqrt(v) for v in layers)]
+        return self._row
 
     @property
     def grads(self) -> list[Tensor]:
@@ -198,10 +222,10 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
             names = tuple(layout.layer_names[i] for i in used)
             mask = packed_mask(index, len(used))
         stats = GradStats(
-            step=step, layer_names=names, packed=packed_norms(per_param, mask),
-            param_grad_norms=per_param, params=[layout.params[i] for i in keep],
+            step=step, layer_names=names, param_grad_norms=per_param,
+            params=[layout.params[i] for i in keep],
             param_names=[layout.param_names[i] for i in keep], param_layer=index,
-            param_layer_ids=list(ids))
+            param_layer_ids=list(ids), mask=mask)
         object.__setattr__(module, _CACHE_ATTR, (step, ref, version, keep, stats))
     if weights and stats.layer_weight_norms is None:
         stats.layer_weight_norms = weight_norms(stats)
