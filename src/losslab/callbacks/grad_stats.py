@@ -2,9 +2,11 @@
 
 `grad_stats(pl_module)` is called from `on_before_optimizer_step` (after AMP unscaling and DDP's
 all-reduce, so on the gradients the optimizer will use). Everything stays on the device: nothing
-here calls `.item()`/`.cpu()`. The result is cached on the module for the step, so the monitor,
-the health detector and the clipper read one computation. For parameters p grouped by their
-owning module ("layer", e.g. `model.blocks.0.linear`):
+here calls `.item()`/`.cpu()` (except `GradStats.host_row`, which readers call on CPU only,
+where a read is free). The result is cached on the module for the step, so the monitor, the
+health detector and the clipper read one computation: one fused norm kernel over the gradients;
+the per-layer/total vector (`packed`) is built only when a reader asks for it. For parameters p
+grouped by their owning module ("layer", e.g. `model.blocks.0.linear`):
 
     ||g_p||      = sqrt(sum g_p^2)                                  (torch._foreach_norm)
     ||g_layer||  = sqrt(sum_{p in layer} ||g_p||^2)
