@@ -89,7 +89,8 @@ def markdown(r: dict[str, Any]) -> str:
                 v = variants.get("all three (defaults)")
                 if v:
                     row(f"gradient callbacks on, {name.split(',')[0]}",
-                        f"**{v['ratio']:.3f}x** wall ({v['cpu_ratio']:.3f}x CPU; hooks "
+                        f"**{v['ratio']:.3f}x** wall ({v['cpu_ratio']:.3f}x CPU; fastest "
+                        f"reps {v.get('min_ratio', float('nan')):.3f}x; hooks "
                         f"{100 * v['hooks_cpu_fraction']:.1f}% of the step)",
                         f"<= {target}x", v["ratio"] <= target)
     losses = r.get("losses", [])

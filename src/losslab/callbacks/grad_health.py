@@ -105,6 +105,7 @@ class StepGuard:
     def __init__(self) -> None:
         self.veto = False
         self.skipped = 0
+        self._repeats: tuple[Any, bool] | None = None
 
     def check(self, module: torch.nn.Module) -> None:
         if self.veto:
@@ -115,7 +116,9 @@ class StepGuard:
                  closure: Callable[[], Any] | None) -> Any:
         inner = getattr(optimizer, "optimizer", optimizer)
         snapshot: list[tuple[Tensor, Tensor]] = []
-        if _repeats_closure(inner):
+        if self._repeats is None or self._repeats[0] is not inner:  # once per optimizer
+            self._repeats = (inner, _repeats_closure(inner))
+        if self._repeats[1]:
             snapshot = [(p, p.detach().clone()) for g in inner.param_groups for p in g["params"]]
         self.veto = False
         try:
@@ -250,6 +253,7 @@ class GradHealth(Callback):
         object.__setattr__(pl_module, "step_guard", self.guard)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.guard._repeats = None  # drop the reference to the optimizer (and its state)
         if getattr(pl_module, "step_guard", None) is self.guard:
             object.__delattr__(pl_module, "step_guard")
 
