@@ -162,8 +162,8 @@ class _FocalSoft(torch.autograd.Function):
         ce = z.relu().sub_(torch.maximum(p, pn).log_()).addcmul_(y, z, value=-1.0)
         k = 1.0 if scale is None else scale  # the reduction's factor, folded into alpha_t
         # at = k alpha_t = k a_neg + k (a_pos - a_neg) y, one pass (the 0-d start broadcasts)
-        at = k if a_neg is None else torch.add(torch.full((), k * a_neg, dtype=z.dtype), y,
-                                               alpha=k * (a_pos - a_neg))
+        at = k if a_neg is None else torch.add(
+            torch.full((), k * a_neg, dtype=z.dtype, device=z.device), y, alpha=k * (a_pos - a_neg))
         if gamma == 2.0:  # u = at q: loss = u q ce, grad = u [q (p - y) + 2 (1 - 2y) p (1 - p) ce]
             u = at.mul_(q) if isinstance(at, Tensor) else q * at
             w = wa = u * q
