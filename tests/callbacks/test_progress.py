@@ -30,3 +30,11 @@ def test_the_bar_forwards_only_due_batches(monkeypatch: pytest.MonkeyPatch) -> N
     for i in range(12):
         bar.on_train_batch_end(None, None, None, None, i)  # type: ignore[arg-type]
     assert seen == [0, 4, 9, 11]
+
+
+def test_refresh_rate_zero_turns_the_bar_off() -> None:
+    """As with Lightning's bar: no division by zero, nothing drawn."""
+    assert due(3, 10, 0) and due(3, 10, 1)
+    bar = ThrottledRichProgressBar(refresh_rate=0)
+    assert bar.is_disabled
+    bar.on_train_batch_end(None, None, None, None, 3)  # type: ignore[arg-type]
