@@ -26,24 +26,26 @@ def due(batch_idx: int, total: float, every: int) -> bool:
 class ThrottledRichProgressBar(RichProgressBar):
     """`RichProgressBar` whose batch-end updates run every `refresh_rate` batches."""
 
-    def _due(self, batch_idx: int, total: float) -> bool:
-        return self.is_enabled and due(batch_idx, total, int(self.refresh_rate))
+    def _due(self, batch_idx: int, total: str) -> bool:
+        """`due` for the loop whose batch count is the property `total` (read only when the
+        bar is on: Lightning sets up its counters only then)."""
+        return self.is_enabled and due(batch_idx, getattr(self, total), int(self.refresh_rate))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._due(batch_idx, self.total_train_batches):
+        if self._due(batch_idx, "total_train_batches"):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                 outputs: Any, batch: Any, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        if self._due(batch_idx, self.total_val_batches_current_dataloader):
+        if self._due(batch_idx, "total_val_batches_current_dataloader"):
             super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx,
                                             dataloader_idx)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                           outputs: Any, batch: Any, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
-        if self._due(batch_idx, self.total_test_batches_current_dataloader):
+        if self._due(batch_idx, "total_test_batches_current_dataloader"):
             super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx,
                                       dataloader_idx)
