@@ -223,8 +223,9 @@ class GradMonitor(Callback):
         measured = self.tracker.after() if ratio_now else None
         if measured is not None:
             parts += list(measured)
-        if parts:
-            self._buffer.append((step, names, log_now, measured is not None, parts))
+        if not parts:
+            return
+        self._buffer.append((step, names, log_now, measured is not None, parts))
         if step - self._buffer[0][0] >= FLUSH_SPAN - 1:
             self.flush(trainer)
 
