@@ -28,6 +28,17 @@ def multi_data(n: int = 32, c: int = 5, scale: float = 2.0, seed: int = 0):
     return torch.randn(n, c, generator=g, dtype=F64) * scale, torch.randint(0, c, (n,), generator=g)
 
 
+@pytest.fixture(params=["native", "torch"])
+def focal_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a focal test on the fused C kernel (CPU default) and on the torch Functions (the
+    path every other device takes, and the fallback without a C compiler)."""
+    if request.param == "native":
+        assert LF.native_focal.available(), "the native focal kernel did not build"
+    else:
+        monkeypatch.setattr(LF.native_focal, "supports", lambda *args, **kwargs: False)
+    return request.param
+
+
 def grad_of(fn, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pred = pred.clone().requires_grad_()
     fn(pred, target).backward()
@@ -145,7 +156,8 @@ def softmax_focal(z, y, gamma, alpha=None):
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.3])
 @pytest.mark.parametrize("alpha", [None, 0.25, 0.9])
 @pytest.mark.parametrize("labels", ["long", "float", "bool", "soft"])
-def test_binary_focal_equals_torchvision(gamma: float, alpha: float | None, labels: str) -> None:
+def test_binary_focal_equals_torchvision(gamma: float, alpha: float | None, labels: str,
+                                         focal_impl: str) -> None:
     z, y = binary_data()
     target = {"long": y, "float": y.to(F64), "bool": y.bool(),
               "soft": torch.rand(len(z), generator=gen(5), dtype=F64)}[labels]
@@ -161,7 +173,7 @@ def test_binary_focal_equals_torchvision(gamma: float, alpha: float | None, labe
                                                     reduction="sum"), z, target), zr.grad)
 
 
-def test_binary_focal_alpha_list_is_negative_positive() -> None:
+def test_binary_focal_alpha_list_is_negative_positive(focal_impl: str) -> None:
     z, y = binary_data()
     a = LOSSES.build("focal", alpha=[0.75, 0.25], reduction="none")(z, y)
     b = LOSSES.build("focal", alpha=0.25, reduction="none")(z, y)
@@ -170,7 +182,7 @@ def test_binary_focal_alpha_list_is_negative_positive() -> None:
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
 @pytest.mark.parametrize("alpha", [None, [0.1, 0.2, 0.3, 0.2, 0.2]])
-def test_multiclass_focal(gamma: float, alpha: list[float] | None) -> None:
+def test_multiclass_focal(gamma: float, alpha: list[float] | None, focal_impl: str) -> None:
     z, y = multi_data()
     fn = LOSSES.build("focal", gamma=gamma, alpha=alpha, reduction="none")
     ref = softmax_focal(z, y, gamma, alpha)
@@ -195,7 +207,7 @@ def test_focal_reduces_exactly_to_bce_and_ce() -> None:
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.1, 2.0])
-def test_focal_finite_gradients_at_saturated_logits(gamma: float) -> None:
+def test_focal_finite_gradients_at_saturated_logits(gamma: float, focal_impl: str) -> None:
     """(1 - p_t)^gamma has an infinite derivative at p_t = 1 for gamma < 1; ours stays finite."""
     z = torch.tensor([-100.0, -100.0, 100.0, 100.0, -30.0, 30.0, 0.0, 1e-3])
     y = torch.tensor([0, 1, 0, 1, 0, 1, 1, 0])
@@ -218,7 +230,7 @@ def test_focal_finite_gradients_at_saturated_logits(gamma: float) -> None:
 
 
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 3.0])
-def test_focal_functions_gradcheck(gamma: float) -> None:
+def test_focal_functions_gradcheck(gamma: float, focal_impl: str) -> None:
     z, y = binary_data(n=8, scale=2.0)
     zm, ym = multi_data(n=6, c=4)
     soft = torch.rand(8, generator=gen(4), dtype=F64)
@@ -236,7 +248,7 @@ def test_focal_functions_gradcheck(gamma: float) -> None:
         assert torch.autograd.gradgradcheck(f, (x,), fast_mode=True)
 
 
-def test_focal_fast_path_equals_composite() -> None:
+def test_focal_fast_path_equals_composite(focal_impl: str) -> None:
     z, y = binary_data(scale=6.0)
     zm, ym = multi_data(scale=6.0)
     soft = torch.rand(len(z), generator=gen(6), dtype=F64)

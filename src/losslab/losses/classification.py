@@ -198,8 +198,9 @@ class FocalLoss(Loss):
     (q + gamma p_t softplus(v)) with q = 1 - p_t; multi-class: dFL/dz_c = k (p_c - [c = y]),
     k = alpha_y (q^gamma - gamma q^(gamma - 1) p_y log p_y). Both are written so no q^(gamma - 1)
     is evaluated at q = 0: finite at logits of +-100 even for gamma in (0, 1), where the naive
-    (1 - p_t) ** gamma has an infinite derivative. Hand-written backward (see functional.py);
-    integer / bool binary labels take a faster path than float ones.
+    (1 - p_t) ** gamma has an infinite derivative. On CPU (float32/64) the loss and its gradient
+    come from one fused C kernel (losslab/native/focal.c, built on first use); elsewhere, or
+    without a C compiler, from hand-written torch Functions (see functional.py).
     """
 
     kind = "classification"

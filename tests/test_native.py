@@ -1,0 +1,185 @@
+"""The fused C focal kernels: equal to the torch composite, chunked over threads, built once,
+and a clean fallback when they cannot be built."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from losslab.errors import UserError
+from losslab.losses import LOSSES
+from losslab.losses import functional as LF
+from losslab.native import build
+from losslab.native import focal as nf
+
+TOL = {torch.float32: {"rtol": 2e-5, "atol": 1e-7}, torch.float64: {"rtol": 1e-10, "atol": 1e-14}}
+
+
+def logits(n: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, generator=g, dtype=torch.float64) * 6
+    z[:6] = torch.tensor([100.0, -100.0, 100.0, -100.0, 30.0, -30.0])
+    return z.to(dtype)
+
+
+def targets(kind: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    hard = torch.rand(n, generator=g) > 0.5
+    hard[:6] = torch.tensor([True, True, False, False, True, False])
+    return {"long": hard.long(), "bool": hard, "int32": hard.int(), "float": hard.to(dtype),
+            "soft": torch.rand(n, generator=g, dtype=torch.float64).to(dtype)}[kind]
+
+
+def reference(z: torch.Tensor, fn, scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, d value / dz) by autograd through the composite, in float64."""
+    zz = z.double().requires_grad_()
+    per = fn(zz)
+    value = per if scale is None else per.sum() * scale
+    value.sum().backward()
+    return value.detach().to(z.dtype), zz.grad.to(z.dtype)
+
+
+def test_kernels_build_here() -> None:
+    assert nf.available(), "cc + libmvec are on this machine: the kernels must build"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["long", "bool", "int32", "float", "soft"])
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 3.0])
+@pytest.mark.parametrize("alpha", [None, (0.75, 0.25)])
+@pytest.mark.parametrize("scale", [None, 1 / 257, 1.0])
+def test_binary_kernel_equals_composite(dtype, kind, gamma, alpha, scale) -> None:
+    z, y = logits(257, dtype), targets(kind, 257, dtype)
+    a_neg, a_pos = alpha or (None, None)
+    value, grad = nf.binary(z, y, gamma, a_neg, a_pos, scale, want_grad=True)
+    ref_value, ref_grad = reference(
+        z, lambda p: LF.focal_binary_composite(p, y, gamma, a_neg, a_pos), scale)
+    torch.testing.assert_close(value, ref_value, **TOL[dtype])
+    torch.testing.assert_close(grad, ref_grad, **TOL[dtype])
+    assert torch.isfinite(grad).all() and value.dtype == dtype
+    # no gradient asked: none computed, the same value
+    value2, none = nf.binary(z, y, gamma, a_neg, a_pos, scale, want_grad=False)
+    assert none is None
+    torch.testing.assert_close(value2, value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("alpha", ["none", "per_class", "scalar"])
+@pytest.mark.parametrize("scale", [None, 1 / 64])
+def test_multiclass_kernel_equals_composite(dtype, gamma, alpha, scale) -> None:
+    g = torch.Generator().manual_seed(2)
+    z = (torch.randn(64, 7, generator=g, dtype=torch.float64) * 5).to(dtype)
+    z[0] = torch.tensor([100.0, -100.0, 0, 0, 0, 0, 0])  # saturated, correct
+    z[1] = torch.tensor([-100.0, 100.0, 0, 0, 0, 0, 0])  # saturated, wrong
+    y = torch.randint(0, 7, (64,), generator=g)
+    y[:2] = 0
+    a = {"none": None, "per_class": torch.rand(7, generator=g, dtype=torch.float64).to(dtype),
+         "scalar": torch.tensor(0.3, dtype=dtype)}[alpha]
+    value, grad = nf.multiclass(z, y, gamma, a, scale, want_grad=True)
+    ref_value, ref_grad = reference(
+        z, lambda p: LF.focal_multiclass_composite(p, y, gamma, None if a is None else
+                                                   a.double()), scale)
+    torch.testing.assert_close(value, ref_value, **TOL[dtype])
+    torch.testing.assert_close(grad, ref_grad, **TOL[dtype])
+
+
+def test_multiclass_single_class_is_zero() -> None:
+    value, grad = nf.multiclass(torch.randn(5, 1), torch.zeros(5, dtype=torch.long), 2.0, None,
+                                None, want_grad=True)
+    assert torch.equal(value, torch.zeros(5)) and torch.equal(grad, torch.zeros(5, 1))
+
+
+def test_chunks_over_threads_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    z, y = logits(5000, torch.float64), targets("soft", 5000, torch.float64)
+    zm, ym = torch.randn(900, 11, dtype=torch.float64), torch.randint(0, 11, (900,))
+    one = nf.binary(z, y, 2.0, 0.75, 0.25, 1.0, True), nf.multiclass(zm, ym, 2.0, None, None, True)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(nf, "MIN_CHUNK", 1000)
+    torch.set_num_threads(3)
+    try:
+        assert len(nf._chunks(5000, 1)) == 3
+        many = (nf.binary(z, y, 2.0, 0.75, 0.25, 1.0, True),
+                nf.multiclass(zm, ym, 2.0, None, None, True))
+    finally:
+        torch.set_num_threads(threads)
+    for (v1, g1), (v2, g2) in zip(one, many, strict=True):
+        torch.testing.assert_close(v1, v2, rtol=1e-12, atol=0)
+        assert torch.equal(g1, g2)
+
+
+def test_bad_label_in_a_later_batch_is_a_user_error() -> None:
+    fn = LOSSES.build("focal", reduction="none")
+    fn(torch.randn(8, 10), torch.randint(0, 10, (8,)))  # first call: shapes checked
+    with pytest.raises(IndexError, match="out of bounds"):
+        nf.multiclass(torch.randn(8, 10), torch.full((8,), 10), 2.0, None, None, True)
+    with pytest.raises(UserError, match=r"loss 'focal'.*labels in \[0, 10\)"):
+        fn(torch.randn(8, 10), torch.tensor([0, 1, 2, 10, 0, 0, 0, 0]))
+
+
+def test_training_losses_take_the_native_path() -> None:
+    z = torch.randn(16, requires_grad=True)
+    out = LOSSES.build("focal")(z, torch.rand(16) > 0.5)
+    assert type(out.grad_fn).__name__.startswith("_FocalBinaryNative")
+    zm, ym = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 4, (16,))
+    a, b = zm.clone().requires_grad_(), zm.clone().requires_grad_()
+    out = LOSSES.build("focal", reduction="none")(a, ym)
+    assert type(out.grad_fn).__name__.startswith("_FocalMulticlassNative")
+    # double backward (Hessian-vector products) differentiates the composite: same H v
+    v = torch.randn_like(zm)
+    (ga,) = torch.autograd.grad(out.sum(), a, create_graph=True)
+    (gb,) = torch.autograd.grad(LF.focal_multiclass_composite(b, ym, 2.0, torch.tensor(
+        0.25, dtype=torch.float64)).sum(), b, create_graph=True)
+    torch.testing.assert_close(torch.autograd.grad((ga * v).sum(), a)[0],
+                               torch.autograd.grad((gb * v).sum(), b)[0])
+
+
+@pytest.fixture
+def fresh_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An empty kernel cache and cleared in-process caches (restored afterwards)."""
+    monkeypatch.setenv("LOSSLAB_NATIVE_CACHE", str(tmp_path / "cache"))
+    build.load.cache_clear()
+    nf._function.cache_clear()
+    yield tmp_path / "cache"
+    build.load.cache_clear()
+    nf._function.cache_clear()
+
+
+def test_built_once_then_reused(fresh_build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build.load("focal") is not None
+    (lib,) = fresh_build.glob("focal-*.so")
+    assert not list(fresh_build.glob(".focal-*"))  # no temporary file left behind
+    build.load.cache_clear()
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("recompiled although the library is cached")
+
+    monkeypatch.setattr(build, "compile_library", no_compile)
+    assert build.load("focal") is not None and list(fresh_build.glob("focal-*.so")) == [lib]
+
+
+def test_failed_build_falls_back_to_torch(fresh_build: Path, monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(build, "FLAGS", (*build.FLAGS, "-fno-such-flag-losslab"))
+    with caplog.at_level(logging.WARNING, logger="losslab.native.build"):
+        assert not nf.available()
+    assert "could not be built" in caplog.text and "LOSSLAB_NATIVE=0" in caplog.text
+    z = torch.randn(32, requires_grad=True)
+    out = LOSSES.build("focal")(z, torch.rand(32) > 0.5)
+    assert not type(out.grad_fn).__name__.startswith("_FocalBinaryNative")
+    out.backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_no_compiler_or_disabled_means_torch(fresh_build: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "compiler", lambda: None)
+    assert build.load("focal") is None
+    build.load.cache_clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("LOSSLAB_NATIVE_CACHE", str(fresh_build))
+    monkeypatch.setenv("LOSSLAB_NATIVE", "0")
+    assert build.load("focal") is None and not list(fresh_build.glob("*.so"))
