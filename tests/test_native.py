@@ -183,3 +183,19 @@ def test_no_compiler_or_disabled_means_torch(fresh_build: Path,
     monkeypatch.setenv("LOSSLAB_NATIVE_CACHE", str(fresh_build))
     monkeypatch.setenv("LOSSLAB_NATIVE", "0")
     assert build.load("focal") is None and not list(fresh_build.glob("*.so"))
+
+
+def test_unwritable_cache_builds_in_the_temp_folder(fresh_build: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_build.parent.mkdir(parents=True, exist_ok=True)
+    fresh_build.write_text("a file where the cache folder should be")
+    real = build.compile_library
+
+    def compile_or_refuse(name: str, cc: str, target: Path) -> None:
+        if target.parent == fresh_build:
+            raise PermissionError(13, "Permission denied", str(target.parent))
+        real(name, cc, target)
+
+    monkeypatch.setattr(build, "compile_library", compile_or_refuse)
+    lib = build.load("focal")
+    assert lib is not None and "losslab-native-" in lib._name

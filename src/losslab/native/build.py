@@ -4,10 +4,11 @@
 are off (`LOSSLAB_NATIVE=0`), no C compiler is found or the build fails; callers then use their
 torch path, so a missing compiler only costs speed. The library is built with
 `cc -O3 -march=native` (vectorised with glibc's libmvec) into a cache folder
-(`$LOSSLAB_NATIVE_CACHE`, else `$XDG_CACHE_HOME/losslab/native`, else `~/.cache/losslab/native`)
-under a name hashed from the source, the flags, the compiler and this CPU, so a changed source
-or another machine rebuilds, and concurrent processes (DDP ranks) never see a half-written file
-(each writes its own temporary file, then renames it into place). A build takes ~0.5 s.
+(`$LOSSLAB_NATIVE_CACHE`, else `$XDG_CACHE_HOME/losslab/native`, else `~/.cache/losslab/native`;
+the temp folder if that cannot be written) under a name hashed from the source, the flags, the
+compiler and this CPU, so a changed source or another machine rebuilds, and concurrent
+processes (DDP ranks) never see a half-written file (each writes its own temporary file, then
+renames it into place). A build takes about a second.
 """
 
 from __future__ import annotations
@@ -103,7 +104,12 @@ def load(name: str) -> ctypes.CDLL | None:
     try:
         path = library_path(name, cc)
         if not path.exists():
-            compile_library(name, cc, path)
+            try:
+                compile_library(name, cc, path)
+            except PermissionError:  # an unwritable cache folder: build in the temp folder
+                path = Path(tempfile.gettempdir()) / f"losslab-native-{os.getuid()}" / path.name
+                if not path.exists():
+                    compile_library(name, cc, path)
         return ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", "") or err
