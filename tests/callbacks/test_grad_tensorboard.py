@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from losslab.callbacks.grad_monitor import use_fast_tensorboard_crc
+from losslab.callbacks.tensorboard import use_fast_tensorboard_crc
 from losslab.run import train
 
 TENSORBOARD = Path(sys.executable).parent / "tensorboard"

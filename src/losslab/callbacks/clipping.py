@@ -30,8 +30,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from losslab.callbacks.grad_monitor import log_scalars
 from losslab.callbacks.grad_stats import GradStats, foreach_norms, grad_stats, reset_layout
+from losslab.callbacks.tensorboard import log_scalars
 from losslab.errors import UserError, check_choice, check_range
 
 ClipMode = Literal["none", "norm", "value", "per_param_norm", "agc", "auto"]

@@ -20,11 +20,12 @@ shared with GradHealth and GradClip). Weight norms come out of the same pass. Th
 slowly, hence their own, sparser interval, which keeps per-step logging cheap.
 
 plus, with a TensorBoard logger: histograms of each layer's gradients and weights every
-`histogram_every_n_steps`, a custom-scalars layout that groups the per-layer charts (the
-"Custom Scalars" tab), an image ``grad/norm_heatmap`` (log10 ||g_layer||, layers x logged
-steps, drawn directly in numpy) at the end of every `heatmap_every_n_epochs`-th epoch (default:
-each), and at the end of training the same map as a labelled matplotlib figure
-``grad/norm_heatmap_labelled`` (layer names, steps, colour bar).
+`histogram_every_n_steps` (`histogram_bins` equal-width buckets, computed on the device; a layer
+with NaN/Inf values is left out of that step's histograms), a custom-scalars layout that
+groups the per-layer charts (the "Custom Scalars" tab), an image ``grad/norm_heatmap``
+(log10 ||g_layer||, layers x logged steps, drawn directly in numpy) at the end of every
+`heatmap_every_n_epochs`-th epoch (default: each), and at the end of training the same map as
+a labelled matplotlib figure ``grad/norm_heatmap_labelled`` (layer names, steps, colour bar).
 
 Values are buffered until the buffered steps span 10 steps (or the epoch ends), then written as
 one TensorBoard event per step, at its own step number; on an accelerator they stay on the
@@ -43,7 +44,6 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from losslab.callbacks.grad_stats import (
     GradStats,
@@ -53,54 +53,13 @@ from losslab.callbacks.grad_stats import (
     reset_layout,
     weight_norms,
 )
+from losslab.callbacks.tensorboard import (  # noqa: F401 (log_scalars: re-exported)
+    log_histogram,
+    log_scalars,
+    tensorboard_writers,
+    use_fast_tensorboard_crc,
+)
 from losslab.errors import check_range
-
-
-def use_fast_tensorboard_crc() -> bool:
-    """Without TensorFlow, TensorBoard checksums every event record with a pure-Python CRC32C
-    (~0.5 us per byte, in the writer thread, holding the GIL): for a small model logging ~15
-    per-layer scalars every step that is most of the monitor's cost. When `google-crc32c` is
-    installed, swap in its C implementation (the same masked CRC32C values). Idempotent;
-    returns whether the fast version is in use."""
-    try:
-        import google_crc32c
-        from tensorboard.summary.writer import record_writer
-    except ImportError:
-        return False
-    if getattr(record_writer.masked_crc32c, "_losslab_fast", False):
-        return True
-
-    def masked_crc32c(data: bytes) -> int:
-        x = google_crc32c.value(bytes(data))
-        return (((x >> 15) | ((x << 17) & 0xFFFFFFFF)) + 0xA282EAD8) & 0xFFFFFFFF
-
-    masked_crc32c._losslab_fast = True  # type: ignore[attr-defined]
-    record_writer.masked_crc32c = masked_crc32c
-    return True
-
-
-def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
-    """The SummaryWriters of the trainer's TensorBoard loggers (empty if there are none)."""
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
-
-def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
-    """Log scalars to every logger; TensorBoard gets them as one event (one Summary proto with
-    many values), which is several times cheaper than one `add_scalar` event per value."""
-    if not metrics or not trainer.is_global_zero:
-        return
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment
-            get_file_writer = getattr(writer, "_get_file_writer", None)
-            if get_file_writer is not None:
-                from tensorboard.compat.proto.summary_pb2 import Summary
-
-                summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v))
-                                         for k, v in metrics.items()])
-                get_file_writer().add_summary(summary, step)
-                continue
-        logger.log_metrics(metrics, step=step)
 
 
 def custom_scalars_layout(layer_names: tuple[str, ...]) -> dict[str, dict[str, list[Any]]]:
@@ -133,7 +92,7 @@ class GradMonitor(Callback):
                  update_ratio: bool = True, histogram_every_n_steps: int | None = 200,
                  heatmap_every_n_epochs: int | None = None, heatmap_max_columns: int = 400,
                  custom_layout: bool = True, fast_crc: bool = True,
-                 update_ratio_every_n_steps: int | None = 10) -> None:
+                 update_ratio_every_n_steps: int | None = 10, histogram_bins: int = 64) -> None:
         owner = "callbacks.grad_monitor"
         check_range(owner, "log_every_n_steps", log_every_n_steps, low=1, allow_none=True)
         check_range(owner, "histogram_every_n_steps", histogram_every_n_steps, low=0,
@@ -141,11 +100,13 @@ class GradMonitor(Callback):
         check_range(owner, "heatmap_every_n_epochs", heatmap_every_n_epochs, low=0,
                     allow_none=True)
         check_range(owner, "heatmap_max_columns", heatmap_max_columns, low=2)
+        check_range(owner, "histogram_bins", histogram_bins, low=1)
         check_range(owner, "update_ratio_every_n_steps", update_ratio_every_n_steps, low=1,
                     allow_none=True)
         self.log_every_n_steps = log_every_n_steps
         self.per_layer, self.update_ratio = per_layer, update_ratio
         self.histogram_every_n_steps = histogram_every_n_steps or 0
+        self.histogram_bins = int(histogram_bins)
         self.heatmap_every_n_epochs = heatmap_every_n_epochs
         self.heatmap_max_columns = int(heatmap_max_columns)
         self.custom_layout, self.fast_crc = custom_layout, fast_crc
@@ -301,17 +262,15 @@ class GradMonitor(Callback):
         by_layer: dict[int, list[int]] = {}
         for k, layer in enumerate(stats.param_layer_ids):
             by_layer.setdefault(layer, []).append(k)
-        with torch.no_grad():
+        with torch.no_grad():  # computed on the parameters' device; only the counts move
             for layer, ks in by_layer.items():
                 name = stats.layer_names[layer]
-                g = torch.cat([stats.params[k].grad.detach().flatten().float()  # type: ignore
-                               for k in ks]).cpu()
-                w = torch.cat([stats.params[k].detach().flatten().float() for k in ks]).cpu()
+                g = torch.cat([stats.params[k].grad.detach().flatten()  # type: ignore[union-attr]
+                               for k in ks])
+                w = torch.cat([stats.params[k].detach().flatten() for k in ks])
                 for writer in writers:
-                    if torch.isfinite(g).all():
-                        writer.add_histogram(f"grad_hist/{name}", g, step)
-                    if torch.isfinite(w).all():
-                        writer.add_histogram(f"weight_hist/{name}", w, step)
+                    log_histogram(writer, f"grad_hist/{name}", g, step, self.histogram_bins)
+                    log_histogram(writer, f"weight_hist/{name}", w, step, self.histogram_bins)
 
     def heatmap(self) -> tuple[np.ndarray, list[int]]:
         """log10 ||g_layer|| as [layers, columns]; long histories are averaged into bins."""

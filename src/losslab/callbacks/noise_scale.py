@@ -32,7 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from losslab.callbacks.grad_monitor import log_scalars
+from losslab.callbacks.tensorboard import log_scalars
 from losslab.errors import UserError, check_range
 
 

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from losslab.callbacks.grad_monitor import log_scalars
+from losslab.callbacks.tensorboard import log_scalars
 from losslab.diagnostics.hessian import sharpness
 from losslab.errors import UserError, check_choice
 

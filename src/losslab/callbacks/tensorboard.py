@@ -1,0 +1,121 @@
+"""TensorBoard writing for callbacks that log often: scalars as one reused event, cheap histograms.
+
+* `log_scalars(trainer, {tag: value}, step)`: every logger gets the values; a TensorBoard logger
+  gets them as ONE event (a Summary with many values) built once per tag set and then only
+  refilled (step, wall time, values), ~5 us instead of ~15 us for a new proto per call.
+* `log_histogram(writer, tag, values, step, bins)`: an equal-width histogram computed with a
+  handful of tensor ops on the values' own device (min/max, sum, sum of squares, bincount; one
+  small host read), written with `add_histogram_raw`: ~0.2 ms for 65k values on a CPU, where
+  `SummaryWriter.add_histogram` (float64 copy, TensorFlow's ~1500 exponential buckets) takes
+  ~9 ms. Non-finite values are not written (returns False).
+* `use_fast_tensorboard_crc()`: TensorBoard's record checksums in C (google-crc32c).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+#: per SummaryWriter, per tag tuple: the reusable Event and its Summary.Value slots
+_EVENTS: dict[tuple[int, tuple[str, ...]], tuple[Any, Any, Any]] = {}
+
+
+def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
+    """The SummaryWriters of the trainer's TensorBoard loggers (empty if there are none)."""
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def _scalar_event(writer: Any, tags: tuple[str, ...]) -> tuple[Any, Any, Any] | None:
+    """(file writer, Event, value slots) for `tags` on `writer`, built on first use."""
+    file_writer = getattr(writer, "_get_file_writer", lambda: None)()
+    if file_writer is None:
+        return None
+    key = (id(file_writer), tags)
+    cached = _EVENTS.get(key)
+    if cached is None or cached[0] is not file_writer:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        event = Event()
+        for tag in tags:
+            event.summary.value.add(tag=tag, simple_value=0.0)
+        if len(_EVENTS) > 256:  # writers of finished runs
+            _EVENTS.clear()
+        cached = _EVENTS[key] = (file_writer, event, event.summary.value)
+    return cached
+
+
+def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+    """Log scalars to every logger (global rank zero only); TensorBoard gets one event."""
+    if not metrics or not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            cached = _scalar_event(logger.experiment, tuple(metrics))
+            if cached is not None:
+                file_writer, event, slots = cached
+                for slot, value in zip(slots, metrics.values(), strict=True):
+                    slot.simple_value = float(value)
+                file_writer.add_event(event, step, time.time())  # serialised right away
+                continue
+        logger.log_metrics(metrics, step=step)
+
+
+def histogram_stats(values: Tensor, bins: int = 64) -> dict[str, Any] | None:
+    """add_histogram_raw's arguments for `values` in `bins` equal-width buckets between their
+    min and max (bucket i holds [lo + i w, lo + (i + 1) w), the last one includes max), or None
+    when a value is NaN/Inf or there are none."""
+    v = values.detach().reshape(-1).float()
+    if v.numel() == 0:
+        return None
+    lo_t, hi_t = torch.aminmax(v)
+    lo, hi, total, squares = torch.stack([lo_t, hi_t, v.sum(), torch.dot(v, v)]).tolist()
+    if not all(math.isfinite(x) for x in (lo, hi, total, squares)):
+        return None
+    if hi > lo:
+        width = (hi - lo) / bins
+        index = v.sub(lo).mul_(1.0 / width).long().clamp_(0, bins - 1)
+        counts = torch.bincount(index, minlength=bins).tolist()
+        limits = [lo + width * (i + 1) for i in range(bins)]
+        limits[-1] = hi
+    else:
+        counts, limits = [v.numel()], [hi]
+    return {"min": lo, "max": hi, "num": v.numel(), "sum": total, "sum_squares": squares,
+            "bucket_limits": limits, "bucket_counts": counts}
+
+
+def log_histogram(writer: Any, tag: str, values: Tensor, step: int, bins: int = 64) -> bool:
+    """Write `values` as a TensorBoard histogram (see `histogram_stats`); False if skipped."""
+    stats = histogram_stats(values, bins)
+    if stats is None:
+        return False
+    writer.add_histogram_raw(tag, global_step=step, **stats)
+    return True
+
+
+def use_fast_tensorboard_crc() -> bool:
+    """Without TensorFlow, TensorBoard checksums every event record with a pure-Python CRC32C
+    (~0.5 us per byte, in the writer thread, holding the GIL): for a small model logging ~15
+    per-layer scalars every step that is most of the monitor's cost. When `google-crc32c` is
+    installed, swap in its C implementation (the same masked CRC32C values). Idempotent;
+    returns whether the fast version is in use."""
+    try:
+        import google_crc32c
+        from tensorboard.summary.writer import record_writer
+    except ImportError:
+        return False
+    if getattr(record_writer.masked_crc32c, "_losslab_fast", False):
+        return True
+
+    def masked_crc32c(data: bytes) -> int:
+        x = google_crc32c.value(bytes(data))
+        return (((x >> 15) | ((x << 17) & 0xFFFFFFFF)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    masked_crc32c._losslab_fast = True  # type: ignore[attr-defined]
+    record_writer.masked_crc32c = masked_crc32c
+    return True

@@ -1,0 +1,74 @@
+"""The TensorBoard writers callbacks share: reused scalar events and the fast histogram."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from losslab.callbacks.tensorboard import histogram_stats, log_histogram, log_scalars
+
+
+def read(folder: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+def test_reused_scalar_events_hold_each_calls_values(tmp_path: Path) -> None:
+    tb = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    csv = CSVLogger(str(tmp_path), name="csv", version="")
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[tb, csv])
+    for step in range(6):  # two tag sets, alternating: each event is refilled, not shared
+        log_scalars(trainer, {"a": step * 1.0, "b": torch.tensor(step * 2.0)}, step)
+        if step % 2:
+            log_scalars(trainer, {"c": -step * 1.0}, step)
+    tb.experiment.flush()
+    csv.save()
+    acc = read(tmp_path / "tb")
+    assert [(e.step, e.value) for e in acc.Scalars("a")] == [(s, s * 1.0) for s in range(6)]
+    assert [(e.step, e.value) for e in acc.Scalars("b")] == [(s, s * 2.0) for s in range(6)]
+    assert [(e.step, e.value) for e in acc.Scalars("c")] == [(1, -1.0), (3, -3.0), (5, -5.0)]
+    assert len((tmp_path / "csv" / "metrics.csv").read_text().splitlines()) > 6
+    # other ranks write nothing
+    log_scalars(SimpleNamespace(is_global_zero=False, loggers=[tb]), {"a": 99.0}, 99)
+    tb.experiment.flush()
+    assert 99 not in [e.step for e in read(tmp_path / "tb").Scalars("a")]
+
+
+@pytest.mark.parametrize("bins", [1, 7, 64])
+def test_histogram_stats_equal_numpy(bins: int) -> None:
+    x = torch.randn(10_001, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    stats = histogram_stats(x, bins)
+    assert stats is not None
+    counts, edges = np.histogram(x.double().numpy(), bins=bins)
+    assert stats["num"] == 10_001 and sum(stats["bucket_counts"]) == 10_001
+    # the same buckets as numpy's, up to values that round onto an edge
+    assert np.abs(np.array(stats["bucket_counts"]) - counts).sum() <= 2
+    np.testing.assert_allclose(stats["bucket_limits"], edges[1:], rtol=1e-6)
+    assert stats["min"] == pytest.approx(float(x.min())) and stats["max"] == float(x.max())
+    assert stats["sum"] == pytest.approx(float(x.double().sum()), rel=1e-5)
+    assert stats["sum_squares"] == pytest.approx(float(x.double().square().sum()), rel=1e-5)
+
+
+def test_histogram_edge_cases(tmp_path: Path) -> None:
+    constant = histogram_stats(torch.full((5,), 2.5))
+    assert constant is not None
+    assert constant["bucket_counts"] == [5] and constant["bucket_limits"] == [2.5]
+    assert histogram_stats(torch.tensor([1.0, float("nan")])) is None
+    assert histogram_stats(torch.tensor([1.0, float("inf")])) is None
+    assert histogram_stats(torch.empty(0)) is None
+    tb = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    assert log_histogram(tb.experiment, "h", torch.arange(100.0), 3, bins=10)
+    assert not log_histogram(tb.experiment, "bad", torch.tensor([float("nan")]), 3)
+    tb.experiment.flush()
+    acc = read(tmp_path / "tb")
+    (event,) = acc.Histograms("h")
+    assert event.step == 3 and event.histogram_value.num == 100
+    assert event.histogram_value.bucket == [10.0] * 10
+    assert "bad" not in acc.Tags()["histograms"]
