@@ -1,26 +1,31 @@
 """Step-time overhead of the gradient callbacks (grad_monitor + grad_health + grad_clip).
 
-For each model, in ONE process and interleaved (A B C, C B A, ...): A = the run without the three
-callbacks; B = the same run with all three on at log_every_n_steps=1 (every step logs the total
-and per-layer gradient norms; weight norms and update ratios every 10 steps, their default;
-grad_health judges every step and, with its default on_non_finite=skip, reads one flag per
-step); C = B with the update ratio (and weight norms) every step too. All log train/loss to
-TensorBoard every step. A step's time is measured from one on_train_batch_start to the next,
-so it includes forward, backward, optimizer and every callback hook; the first `warmup` steps
-are dropped.
-Reported: median over reps of the mean step time and of its ratio to A in the same rep, for
-wall-clock time and for process CPU time (all threads; less sensitive to other processes on a
-shared machine), the ratio of the fastest reps (the runs least slowed by other load), and the
-CPU time (thread time) spent inside the callbacks' per-step hooks, the steadiest of them on a
-busy machine.
+The two variants are interleaved EPOCH BY EPOCH INSIDE ONE FIT, so the drift of a shared
+machine (its speed changes by 20-40% over seconds here) hits both alike:
 
-    python scripts/bench_grad_overhead.py                 # both models, ~2-3 minutes on 2 cores
-    python scripts/bench_grad_overhead.py --reps 9 --threads 1
+    A = the run without the three callbacks          B = the same run with all three on
+
+at log_every_n_steps=1 (every step logs the total and per-layer gradient norms; weight norms
+and update ratios every 10 steps, their default; grad_health judges every step and, with its
+default on_non_finite=skip, reads one flag per step; histograms every 200 steps). A controller
+callback swaps the trainer's callback list at each epoch start (pattern A B B A A B B A ...)
+and attaches or detaches the step guard GradHealth puts on the module, so an A epoch runs
+exactly the code of a run without the callbacks. Every epoch is timed whole (all its steps and
+its epoch-end work: the monitor's flush and heatmap); validation is off.
+
+Reported per model: the median over adjacent (A, B) pairs of time(B) / time(A), for wall-clock
+and process CPU time; the ratio of the summed times (which counts rare costs such as the
+histograms fully); a bootstrap 90% interval of the median; and the CPU time spent inside the
+callbacks' hooks as a share of the A epochs' CPU time.
+
+    python scripts/bench_grad_overhead.py                  # both models, ~1-2 minutes
+    python scripts/bench_grad_overhead.py --epochs 40 --threads 1 --only default
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -37,41 +42,22 @@ from losslab.run import build_task, build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAD_CALLBACKS = ("grad_monitor", "grad_health", "grad_clip")
-VARIANTS = {
-    "without grad callbacks": [f"callbacks.{k}=null" for k in GRAD_CALLBACKS],
-    "all three (defaults)": [],
-    "all three, update ratio every step": ["callbacks.grad_monitor.update_ratio_every_n_steps=1"],
-}
+PATTERN = "ABBA"  # A B B A: a linear drift within each group of four cancels
 MODELS = {
-    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 36, 4),
+    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48),
     "MLP 20x512 gelu, batch 256": (["model.hidden=null", "model.depth=20", "model.width=512",
-                                    "data.batch_size=256"], 12, 2),
+                                    "data.batch_size=256"], 16),
 }
-
-
-class StepTimer(L.Callback):
-    """Wall-clock and process CPU time at every on_train_batch_start; starts `clock` after
-    `warmup` batches and stops it after `warmup + steps`."""
-
-    def __init__(self, clock: HookClock, warmup: int) -> None:
-        self.times: list[tuple[float, float]] = []
-        self.clock, self.warmup = clock, warmup
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self.clock.active = len(self.times) >= self.warmup
-        self.times.append((time.perf_counter(), time.process_time()))
-
-
-HOOKS = ("on_before_backward", "on_before_optimizer_step", "on_train_batch_end")
+HOOKS = ("on_before_backward", "on_before_optimizer_step", "on_train_batch_end",
+         "on_train_epoch_end")
 
 
 class HookClock:
-    """CPU time of the calling thread spent inside the gradient callbacks' per-step hooks
-    (insensitive to other processes; excludes TensorBoard's writer thread)."""
+    """Thread CPU time spent inside the wrapped callbacks' hooks (excludes TensorBoard's
+    writer thread)."""
 
     def __init__(self) -> None:
         self.total = 0.0
-        self.active = False
 
     def wrap(self, callback: Any) -> None:
         for name in HOOKS:
@@ -82,48 +68,108 @@ class HookClock:
                 try:
                     return _fn(*args, **kwargs)
                 finally:
-                    if self.active:
-                        self.total += time.thread_time() - t
+                    self.total += time.thread_time() - t
 
             setattr(callback, name, timed)
 
 
-def one_run(overrides: list[str], extra: list[str], steps: int, warmup: int,
-            out: Path) -> tuple[float, float, float]:
-    """Mean (wall, CPU, gradient-hook CPU) seconds per training step (after `warmup` steps)
-    of one short fit."""
+class EpochSwitch(L.Callback):
+    """First in the callback list: at each epoch start, installs the callback list of this
+    epoch's variant and records (variant, wall, CPU, hook CPU) of the epoch that just ended."""
+
+    def __init__(self, base: list[L.Callback], grad: list[L.Callback], clock: HookClock,
+                 warmup_epochs: int) -> None:
+        self.base, self.grad, self.clock = base, grad, clock
+        self.warmup = warmup_epochs
+        self.epochs: list[tuple[str, float, float, float]] = []
+        self._start: tuple[str, float, float, float] | None = None
+
+    def variant(self, epoch: int) -> str:
+        return "B" if epoch < self.warmup else PATTERN[(epoch - self.warmup) % len(PATTERN)]
+
+    def _mark(self, trainer: L.Trainer) -> None:
+        now = (time.perf_counter(), time.process_time(), self.clock.total)
+        if self._start is not None and trainer.current_epoch - 1 >= self.warmup:
+            v, w0, c0, h0 = self._start
+            self.epochs.append((v, now[0] - w0, now[1] - c0, now[2] - h0))
+        self._start = (self.variant(trainer.current_epoch), *now)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark(trainer)
+        on = self.variant(trainer.current_epoch) == "B"
+        # a new list object: Lightning is iterating the old one right now
+        trainer.callbacks = [*self.base, *(self.grad if on else [])]
+        guard = next((cb.guard for cb in self.grad if hasattr(cb, "guard")), None)
+        if guard is not None and on:
+            object.__setattr__(pl_module, "step_guard", guard)
+        elif getattr(pl_module, "step_guard", None) is not None:
+            object.__delattr__(pl_module, "step_guard")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark(trainer)  # the last epoch (runs before the other callbacks' on_train_end)
+        trainer.callbacks = [*self.base, *self.grad]  # teardown for everyone
+
+
+def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path,
+            extra: list[str]) -> list[tuple[str, float, float, float]]:
     with initialize_config_module("losslab.conf", version_base="1.3"):
         cfg = compose("train", overrides=[
             f"paths.output_dir={out}", f"paths.data_dir={ROOT / 'data'}",
             "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
-            "callbacks.model_checkpoint=null", "trainer.max_epochs=1",
-            f"+trainer.limit_train_batches={warmup + steps + 1}", "+trainer.limit_val_batches=0",
-            "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
-            "+trainer.enable_model_summary=false", *overrides, *extra])
+            "callbacks.model_checkpoint=null", f"trainer.max_epochs={epochs + warmup}",
+            "+trainer.limit_val_batches=0", "trainer.log_every_n_steps=1",
+            "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+            *overrides, *extra])
     L.seed_everything(int(cfg.seed), verbose=False)
     task, dm = build_task(cfg)
     clock = HookClock()
-    timer = StepTimer(clock, warmup)
-    callbacks = [*instantiate_group(cfg.get("callbacks"), "callback"), timer]
-    for cb in callbacks:
-        if type(cb).__module__.startswith("losslab.callbacks.grad_") \
-                or type(cb).__module__ == "losslab.callbacks.clipping":
-            clock.wrap(cb)
-    trainer = build_trainer(cfg, callbacks, instantiate_group(cfg.get("logger"), "logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"), "callback")
+    grad = [cb for cb in callbacks if type(cb).__module__.startswith("losslab.callbacks.grad_")
+            or type(cb).__module__ == "losslab.callbacks.clipping"]
+    assert len(grad) == 3, grad
+    for cb in grad:
+        clock.wrap(cb)
+    base = [cb for cb in callbacks if cb not in grad]
+    switch = EpochSwitch(base, grad, clock, warmup)
+    trainer = build_trainer(cfg, [switch, *base, *grad],
+                            instantiate_group(cfg.get("logger"), "logger"))
+    switch.base = [cb for cb in trainer.callbacks if cb not in grad]  # + Lightning's own
     trainer.fit(task, datamodule=dm)
-    t = timer.times[warmup:warmup + steps + 1]
-    n = len(t) - 1
-    return (t[-1][0] - t[0][0]) / n, (t[-1][1] - t[0][1]) / n, clock.total / n
+    return switch.epochs
+
+
+def summarise(epochs: list[tuple[str, float, float, float]]) -> dict[str, float]:
+    """Pair each B epoch with the A epoch next to it (A B | B A | ...): ratios per pair."""
+    pairs = [(epochs[i], epochs[i + 1]) for i in range(0, len(epochs) - 1, 2)]
+    pairs = [(a, b) if a[0] == "A" else (b, a) for a, b in pairs]
+    pairs = [(a, b) for a, b in pairs if a[0] == "A" and b[0] == "B"]
+    wall = [b[1] / a[1] for a, b in pairs]
+    cpu = [b[2] / a[2] for a, b in pairs]
+    rng = random.Random(0)
+    boot = sorted(statistics.median(rng.choices(wall, k=len(wall))) for _ in range(2000))
+    a_wall = sum(a[1] for a, _ in pairs)
+    return {
+        "pairs": len(pairs), "ratio": statistics.median(wall), "cpu_ratio": statistics.median(cpu),
+        "ratio_of_sums": sum(b[1] for _, b in pairs) / a_wall,
+        "ci90_low": boot[int(0.05 * len(boot))], "ci90_high": boot[int(0.95 * len(boot))],
+        "hooks_cpu_fraction": sum(b[3] for _, b in pairs) / sum(a[2] for a, _ in pairs),
+        "ms_per_epoch_a": 1e3 * statistics.median(a[1] for a, _ in pairs),
+        "ms_per_epoch_b": 1e3 * statistics.median(b[1] for _, b in pairs),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="A/B pairs per model")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="timed epochs per model (default: 48 default MLP, 16 deep MLP)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed epochs first (B)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="(make bench) scales --epochs: reps x 4 epochs, at least 8")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--only", choices=["default", "deep"], default=None)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for both variants")
     args = parser.parse_args()
-    structured: dict[str, dict[str, dict[str, float]]] = {}
     if args.threads:
         torch.set_num_threads(args.threads)
     import logging
@@ -132,54 +178,32 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("losslab").setLevel(logging.ERROR)  # the deep default-init MLP vanishes
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, reps={args.reps}")
-    results: dict[str, list[str]] = {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"log_every_n_steps=1; epochs interleaved {PATTERN}... inside one fit")
+    structured: dict[str, dict[str, dict[str, float]]] = {}
     models = list(MODELS.items())
     if args.only:
         models = models[:1] if args.only == "default" else models[1:]
-    names = list(VARIANTS)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (overrides, steps, warmup) in models:
-            runs: dict[str, list[tuple[float, float, float]]] = {v: [] for v in names}
-            one_run(overrides, [], 2, 1, Path(tmp) / "warm")  # imports, caches
-            for rep in range(args.reps):
-                order = names if rep % 2 == 0 else names[::-1]
-                for variant in order:
-                    runs[variant].append(one_run(overrides, VARIANTS[variant], steps, warmup,
-                                                 Path(tmp) / f"r{rep}"))
-            print(f"\n{name}: {steps} steps x {args.reps} reps, ms/step (wall | CPU)")
-            base = [statistics.median(r[k] for r in runs[names[0]]) for k in (0, 1)]
-            for variant in names:
-                wall, cpu = (statistics.median(r[k] for r in runs[variant]) for k in (0, 1))
-                hooks = statistics.median(r[2] for r in runs[variant])
-                # ratio to the baseline run of the same rep (adjacent in time), median over reps
-                ratio = [statistics.median(r[k] / a[k] for r, a in
-                                           zip(runs[variant], runs[names[0]], strict=True))
-                         for k in (0, 1)]
-                # the fastest rep of each variant: least touched by other load on the machine
-                min_ratio = min(r[0] for r in runs[variant]) / min(r[0] for r in runs[names[0]])
-                structured.setdefault(name, {})[variant] = {
-                    "ms_per_step": 1e3 * wall, "cpu_ms_per_step": 1e3 * cpu,
-                    "ratio": ratio[0], "cpu_ratio": ratio[1], "min_ratio": min_ratio,
-                    "hooks_cpu_fraction": hooks / base[1]}
-                line = (f"  {variant:36s} {1e3 * wall:8.2f} | {1e3 * cpu:8.2f}   ratio "
-                        f"{ratio[0]:.3f} | {ratio[1]:.3f} (fastest reps {min_ratio:.3f})")
-                if variant != names[0]:
-                    line += f"   hooks {1e6 * hooks:.0f} us/step ({100 * hooks / base[1]:.1f}%)"
-                    results.setdefault(variant, []).append(
-                        f"{name.split(',')[0]}: {ratio[0]:.3f}x wall, {ratio[1]:.3f}x CPU, "
-                        f"{min_ratio:.3f}x fastest reps, hooks {100 * hooks / base[1]:.1f}%")
-                print(line)
-                print("      wall per rep: "
-                      + ", ".join(f"{1e3 * r[0]:.1f}" for r in runs[variant]))
+        for name, (overrides, default_epochs) in models:
+            epochs = args.epochs or (max(8, 4 * args.reps) if args.reps else default_epochs)
+            epochs += epochs % 2
+            t0 = time.time()
+            result = summarise(one_fit(overrides, epochs, args.warmup, Path(tmp) / "run",
+                                       args.overrides))
+            structured[name] = {"all three (defaults)": result}
+            print(f"\n{name}: {result['pairs']} (A, B) epoch pairs, {time.time() - t0:.0f} s")
+            print(f"  epoch: A {result['ms_per_epoch_a']:.0f} ms, B "
+                  f"{result['ms_per_epoch_b']:.0f} ms (medians)")
+            print(f"  B / A: {result['ratio']:.3f}x wall (90% CI {result['ci90_low']:.3f}-"
+                  f"{result['ci90_high']:.3f}), {result['cpu_ratio']:.3f}x CPU, "
+                  f"{result['ratio_of_sums']:.3f}x summed wall; hooks "
+                  f"{100 * result['hooks_cpu_fraction']:.1f}% of the step's CPU")
     if args.json:
         import json
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(structured, indent=2))
-    print("\nsummary (ratio to the run without the gradient callbacks):")
-    for variant, lines in results.items():
-        print(f"  {variant}: " + "; ".join(lines))
     sys.stdout.flush()
 
 

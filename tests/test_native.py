@@ -14,6 +14,7 @@ from losslab.losses import LOSSES
 from losslab.losses import functional as LF
 from losslab.native import build
 from losslab.native import focal as nf
+from losslab.native import norms as native_norms
 
 TOL = {torch.float32: {"rtol": 2e-5, "atol": 1e-7}, torch.float64: {"rtol": 1e-10, "atol": 1e-14}}
 
@@ -199,3 +200,50 @@ def test_unwritable_cache_builds_in_the_temp_folder(fresh_build: Path,
     monkeypatch.setattr(build, "compile_library", compile_or_refuse)
     lib = build.load("focal")
     assert lib is not None and "losslab-native-" in lib._name
+
+
+# ----------------------------------------------------------------------------- norms
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_norms_equal_torch(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(3)
+    tensors = [torch.randn(shape, generator=g, dtype=dtype) * 10 for shape in
+               [(256, 40), (256,), (7,), (0,), (3, 5, 7)]]
+    ours = native_norms.norms(tensors)
+    assert ours is not None and ours.dtype == torch.float32
+    ref = torch.stack([n.float() for n in torch._foreach_norm(tensors, 2.0)])
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
+    before = [t + 0.01 * torch.randn(t.shape, generator=g, dtype=dtype) for t in tensors]
+    delta, weight = native_norms.diff_norms(tensors, before)
+    torch.testing.assert_close(weight, ref, rtol=1e-6, atol=0)
+    torch.testing.assert_close(delta, torch.stack([torch.dist(a, b).float() for a, b in
+                                                   zip(tensors, before, strict=True)]),
+                               rtol=1e-5, atol=0)
+
+
+def test_norms_non_finite_and_large_values() -> None:
+    big = torch.full((4,), 1e20)  # squares overflow float32; accumulated in float64: finite
+    ours = native_norms.norms([big, torch.tensor([1.0, float("nan")]),
+                               torch.tensor([float("inf"), 1.0])])
+    assert ours[0] == pytest.approx(2e20, rel=1e-6)
+    assert torch.isnan(ours[1]) and torch.isinf(ours[2])
+
+
+def test_grad_stats_torch_path_equals_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    from losslab.callbacks import grad_stats as gs
+
+    tensors = [torch.randn(5, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    native = gs.foreach_norms(tensors)
+    monkeypatch.setattr(native_norms, "norms", lambda tensors: None)
+    torch.testing.assert_close(gs.foreach_norms(tensors), native)  # float64 too
+    torch.testing.assert_close(gs.foreach_norms([t.float() for t in tensors]), native)
+
+
+def test_norms_decline_what_they_cannot_take() -> None:
+    x = torch.randn(4, 4)
+    assert native_norms.norms([x, x.double()]) is None  # mixed dtypes
+    assert native_norms.norms([x.t()]) is None  # not contiguous
+    assert native_norms.norms([x.half()]) is None
+    assert native_norms.norms([]) is None
+    assert native_norms.diff_norms([x], [torch.randn(3)]) is None

@@ -37,7 +37,6 @@ steps, and a step costs only the shared `grad_stats`. Only global rank zero logs
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any
 
 import lightning.pytorch as L
@@ -55,6 +54,7 @@ from losslab.callbacks.grad_stats import (
 )
 from losslab.callbacks.tensorboard import (  # noqa: F401 (log_scalars: re-exported)
     log_histogram,
+    log_image,
     log_scalars,
     tensorboard_writers,
     use_fast_tensorboard_crc,
@@ -273,19 +273,21 @@ class GradMonitor(Callback):
                     log_histogram(writer, f"weight_hist/{name}", w, step, self.histogram_bins)
 
     def heatmap(self) -> tuple[np.ndarray, list[int]]:
-        """log10 ||g_layer|| as [layers, columns]; long histories are averaged into bins."""
+        """log10 ||g_layer|| as [layers, columns]; long histories are averaged into bins
+        (NaN/Inf entries are left out of a bin's mean; an all-NaN bin stays NaN)."""
         data = np.log10(np.clip(np.asarray(self.history, dtype=np.float64).T, 1e-30, None))
-        data[~np.isfinite(data)] = np.nan
         steps = self.history_steps
         cols = data.shape[1]
+        finite = np.isfinite(data)
         if cols > self.heatmap_max_columns:
-            edges = np.linspace(0, cols, self.heatmap_max_columns + 1).astype(int)
-            with warnings.catch_warnings():  # an all-NaN bin stays NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                data = np.stack([np.nanmean(data[:, a:b], axis=1) if b > a else data[:, a]
-                                 for a, b in zip(edges[:-1], edges[1:], strict=True)],
-                                axis=1)
-            steps = [steps[a] for a in edges[:-1]]
+            starts = np.linspace(0, cols, self.heatmap_max_columns + 1).astype(int)[:-1]
+            sums = np.add.reduceat(np.where(finite, data, 0.0), starts, axis=1)
+            counts = np.add.reduceat(finite, starts, axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                data = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            steps = [steps[a] for a in starts]
+        else:
+            data[~finite] = np.nan
         return data, steps
 
     def render_heatmap(self) -> np.ndarray:
@@ -336,7 +338,7 @@ class GradMonitor(Callback):
         image = self.render_heatmap() if labelled else self.fast_heatmap()
         tag = "grad/norm_heatmap_labelled" if labelled else "grad/norm_heatmap"
         for writer in writers:
-            writer.add_image(tag, image, trainer.global_step, dataformats="HWC")
+            log_image(writer, tag, image, trainer.global_step)
 
 
 _VIRIDIS: np.ndarray | None = None

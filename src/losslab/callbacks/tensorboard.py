@@ -8,6 +8,7 @@
   small host read), written with `add_histogram_raw`: ~0.2 ms for 65k values on a CPU, where
   `SummaryWriter.add_histogram` (float64 copy, TensorFlow's ~1500 exponential buckets) takes
   ~9 ms. Non-finite values are not written (returns False).
+* `log_image(writer, tag, rgb, step)`: a PNG at zlib level 1 (~10x faster than add_image's).
 * `use_fast_tensorboard_crc()`: TensorBoard's record checksums in C (google-crc32c).
 """
 
@@ -96,6 +97,23 @@ def log_histogram(writer: Any, tag: str, values: Tensor, step: int, bins: int = 
         return False
     writer.add_histogram_raw(tag, global_step=step, **stats)
     return True
+
+
+def log_image(writer: Any, tag: str, image: Any, step: int) -> None:
+    """An RGB uint8 array [H, W, 3] as a TensorBoard image, PNG-encoded at zlib level 1
+    (`add_image` encodes at level 6: ~3 ms for the 32 x 800 heatmap instead of ~0.3 ms; the
+    images are flat colour blocks, which level 1 compresses almost as well)."""
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=1)
+    height, width = image.shape[:2]
+    summary = Summary(value=[Summary.Value(tag=tag, image=Summary.Image(
+        height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue()))])
+    writer._get_file_writer().add_summary(summary, step, time.time())
 
 
 def use_fast_tensorboard_crc() -> bool:

