@@ -155,8 +155,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> L.Trainer:
     from hydra.utils import instantiate
 
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("profiler") is None:  # Lightning's default profiler, minus its overhead
+        from losslab.profiling import NoProfiler
+
+        extra["profiler"] = NoProfiler()
     try:
-        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
     except Exception as e:  # noqa: BLE001 (hydra wraps Lightning's MisconfigurationException)
         cause = e.__cause__ or e
         raise UserError(f"trainer: {str(cause).splitlines()[0]}") from e

@@ -23,6 +23,7 @@ steps for value/agc. Nothing here syncs with the host except on logging steps.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -189,8 +190,8 @@ class GradClip(Callback):
                                        agc_clip_last_layer, percentile, history)
         self.log_every_n_steps = log_every_n_steps
 
-    @property
-    def state_key(self) -> str:
+    @cached_property
+    def state_key(self) -> str:  # read on every hook call: computed once
         return f"GradClip[mode={self.clipper.mode}]"
 
     def _every(self, trainer: L.Trainer) -> int:

@@ -224,9 +224,7 @@ class GradHealth(Callback):
         self._last_step = -1
         self.guard.skipped = 0
 
-    @property
-    def state_key(self) -> str:
-        return "GradHealth"
+    state_key = "GradHealth"  # a constant (Lightning reads it on every hook call)
 
     def _every(self, trainer: L.Trainer) -> int:
         return int(self.check_every_n_steps or trainer.log_every_n_steps or 1)

@@ -119,10 +119,9 @@ class GradMonitor(Callback):
         self.history_steps: list[int] = []
         self.history: list[list[float]] = []
         self.history_names: tuple[str, ...] = ()
+        self._history_cache: tuple[list[list[float]], np.ndarray] | None = None
 
-    @property
-    def state_key(self) -> str:
-        return "GradMonitor"
+    state_key = "GradMonitor"  # a constant (Lightning reads it on every hook call)
 
     def _every(self, trainer: L.Trainer) -> int:
         return int(self.log_every_n_steps or trainer.log_every_n_steps or 0)
@@ -182,7 +181,7 @@ class GradMonitor(Callback):
             else:
                 parts.append(stats.host_row()[:1] if on_cpu else stats.total_norm.reshape(1))
         measured = self.tracker.after() if ratio_now else None
-        if measured is not None:
+        if measured is not None:  # lists of floats (CPU) or device tensors
             parts += list(measured)
         if not parts:
             return
@@ -272,10 +271,23 @@ class GradMonitor(Callback):
                     log_histogram(writer, f"grad_hist/{name}", g, step, self.histogram_bins)
                     log_histogram(writer, f"weight_hist/{name}", w, step, self.histogram_bins)
 
+    def _history_array(self) -> np.ndarray:
+        """`history` as a [steps, layers] array; rows already converted are reused (each epoch's
+        heatmap converts only the steps logged since the last one)."""
+        cached = self._history_cache
+        if cached is None or cached[0] is not self.history or len(cached[1]) > len(self.history):
+            cached = (self.history, np.empty((0, len(self.history_names))))
+        done = cached[1]
+        if len(done) < len(self.history):
+            new = np.asarray(self.history[len(done):], dtype=np.float64)
+            done = np.concatenate([done, new.reshape(len(new), -1)])
+        self._history_cache = (self.history, done)
+        return done
+
     def heatmap(self) -> tuple[np.ndarray, list[int]]:
         """log10 ||g_layer|| as [layers, columns]; long histories are averaged into bins
         (NaN/Inf entries are left out of a bin's mean; an all-NaN bin stays NaN)."""
-        data = np.log10(np.clip(np.asarray(self.history, dtype=np.float64).T, 1e-30, None))
+        data = np.log10(np.clip(self._history_array().T, 1e-30, None))
         steps = self.history_steps
         cols = data.shape[1]
         finite = np.isfinite(data)

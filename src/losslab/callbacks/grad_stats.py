@@ -43,6 +43,8 @@ class Layout:
     param_names: list[str]
     layer_names: tuple[str, ...]
     layer_of_param: list[int]
+    all_params: tuple[int, ...] = ()  # (0, 1, ..., P - 1): `keep` when every gradient exists
+    numels: tuple[int, ...] = ()  # each parameter's (and so its gradient's) number of entries
     _index: dict[tuple[torch.device, tuple[int, ...]], tuple[Tensor, Tensor]] = field(
         default_factory=dict)
 
@@ -135,7 +137,8 @@ def build_layout(module: nn.Module) -> Layout:
         layer_of.append(layers.setdefault(layer, len(layers)))
         params.append(p)
         names.append(name)
-    return Layout(params, names, tuple(layers), layer_of)
+    return Layout(params, names, tuple(layers), layer_of, tuple(range(len(params))),
+                  tuple(p.numel() for p in params))
 
 
 def get_layout(module: nn.Module) -> Layout:
@@ -179,10 +182,11 @@ def packed_norms(per_param: Tensor, mask: Tensor) -> Tensor:
     return torch.linalg.vector_norm(torch.where(mask, per_param, 0.0), dim=1)
 
 
-def foreach_norms(tensors: list[Tensor]) -> Tensor:
+def foreach_norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) -> Tensor:
     """[len(tensors)] float32 L2 norms, computed with one fused kernel per device (on CPU the
-    native kernel of losslab/native/norms.c when it is built: ~1.7x faster on fresh gradients)."""
-    fast = native_norms.norms(tensors)
+    native kernel of losslab/native/norms.c when it is built: ~1.7x faster on fresh gradients).
+    `numels`: the tensors' sizes, when known."""
+    fast = native_norms.norms(tensors, numels)
     if fast is not None:
         return fast
     if any(t.dtype == torch.float64 for t in tensors):  # the norm cannot narrow float64
@@ -197,7 +201,7 @@ def foreach_norms(tensors: list[Tensor]) -> Tensor:
 
 
 def _fingerprint(grads: list[Tensor]) -> tuple[Any, int]:
-    return weakref.ref(grads[0]), sum(g._version for g in grads)
+    return weakref.ref(grads[0]), sum([g._version for g in grads])  # listcomp: 1 call, not N
 
 
 def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
@@ -209,29 +213,34 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
     layout = get_layout(module)
     step = current_step(module)
     grads = [p.grad for p in layout.params]
-    keep = tuple(i for i, g in enumerate(grads) if g is not None)
+    missing = [i for i, g in enumerate(grads) if g is None]  # usually none (the fast path)
+    full = not missing
+    keep = layout.all_params if full else tuple(sorted(set(layout.all_params) - set(missing)))
     if not keep:
         return None
-    if len(keep) != len(grads):
+    if not full:
         grads = [grads[i] for i in keep]
     ref, version = _fingerprint(grads)  # type: ignore[arg-type]
     cached = getattr(module, _CACHE_ATTR, None)
     if cached is not None and cached[0] == step and cached[1]() is ref() \
             and cached[2] == version and cached[3] == keep:
         stats: GradStats = cached[4]
-    else:
+    elif full:  # the layout's own lists, shared (GradStats never mutates them)
+        per_param = foreach_norms(grads, layout.numels)  # type: ignore[arg-type]
+        index, mask = layout.index(per_param.device, keep)
+        stats = GradStats(
+            step=step, layer_names=layout.layer_names, param_grad_norms=per_param,
+            params=layout.params, param_names=layout.param_names, param_layer=index,
+            param_layer_ids=layout.layer_of_param, mask=mask)
+        object.__setattr__(module, _CACHE_ATTR, (step, ref, version, keep, stats))
+    else:  # some parameters have no gradient: renumber the layers that have one
         per_param = foreach_norms(grads)  # type: ignore[arg-type]
-        if len(keep) == len(layout.params):
-            names = layout.layer_names
-            index, mask = layout.index(per_param.device, keep)
-            ids = layout.layer_of_param
-        else:  # renumber the layers that have gradients this step
-            used = sorted({layout.layer_of_param[i] for i in keep})
-            remap = {old: new for new, old in enumerate(used)}
-            ids = [remap[layout.layer_of_param[i]] for i in keep]
-            index = torch.tensor(ids, dtype=torch.long, device=per_param.device)
-            names = tuple(layout.layer_names[i] for i in used)
-            mask = packed_mask(index, len(used))
+        used = sorted({layout.layer_of_param[i] for i in keep})
+        remap = {old: new for new, old in enumerate(used)}
+        ids = [remap[layout.layer_of_param[i]] for i in keep]
+        index = torch.tensor(ids, dtype=torch.long, device=per_param.device)
+        names = tuple(layout.layer_names[i] for i in used)
+        mask = packed_mask(index, len(used))
         stats = GradStats(
             step=step, layer_names=names, param_grad_norms=per_param,
             params=[layout.params[i] for i in keep],
@@ -282,8 +291,9 @@ class UpdateTracker:
     def pending(self) -> bool:
         return self._stats is not None
 
-    def after(self) -> tuple[Tensor, Tensor] | None:
-        """(||w_layer||, update ratio per layer) for the step recorded by `before`."""
+    def after(self) -> tuple[Tensor, Tensor] | tuple[list[float], list[float]] | None:
+        """(||w_layer||, update ratio per layer) for the step recorded by `before`: device
+        tensors, or on CPU (native kernel) lists of floats."""
         stats, self._stats = self._stats, None
         if stats is None or self._buffers is None:
             return None
@@ -293,11 +303,22 @@ class UpdateTracker:
         with torch.no_grad():
             params = [p.detach() for p in self._params]
             fast = native_norms.diff_norms(params, self._buffers)  # CPU: one read of both
-            if fast is not None:
-                norms = torch.cat(fast)
-            else:
-                torch._foreach_sub_(self._buffers, params)
-                norms = foreach_norms([*self._buffers, *params])
+            if fast is not None:  # host floats, grouped here (no more kernels)
+                return _host_update_ratio(*(t.tolist() for t in fast), stats.param_layer_ids,
+                                          num, self.eps)
+            torch._foreach_sub_(self._buffers, params)
+            norms = foreach_norms([*self._buffers, *params])
             both = group_norms(norms, self._index, 2 * num)
         weights = both[num:]
         return weights, both[:num] / weights.clamp_min(self.eps)
+
+
+def _host_update_ratio(delta: list[float], weight: list[float], layer_ids: list[int], num: int,
+                       eps: float) -> tuple[list[float], list[float]]:
+    """Per-parameter ||dw||, ||w|| -> per-layer ||w_layer||, ||dw_layer|| / ||w_layer||."""
+    d2, w2 = [0.0] * num, [0.0] * num
+    for layer, d, w in zip(layer_ids, delta, weight, strict=True):
+        d2[layer] += d * d
+        w2[layer] += w * w
+    weights = [math.sqrt(v) for v in w2]
+    return weights, [math.sqrt(d) / max(w, eps) for d, w in zip(d2, weights, strict=True)]

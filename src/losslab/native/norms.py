@@ -46,14 +46,29 @@ def _pointers(tensors: list[Tensor]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
 
 
-def norms(tensors: list[Tensor]) -> Tensor | None:
-    """[len(tensors)] float32 tensor of L2 norms (accumulated in float64), or None."""
+_LENS: dict[tuple[int, ...], ctypes.Array] = {}
+
+
+def _lengths(numels: tuple[int, ...]) -> ctypes.Array:
+    """The int64 array of `numels`, built once per distinct tuple (a model's layout)."""
+    lens = _LENS.get(numels)
+    if lens is None:
+        if len(_LENS) > 64:
+            _LENS.clear()
+        lens = _LENS[numels] = (ctypes.c_int64 * len(numels))(*numels)
+    return lens
+
+
+def norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) -> Tensor | None:
+    """[len(tensors)] float32 tensor of L2 norms (accumulated in float64), or None.
+    `numels`, the tensors' sizes when the caller knows them (a fixed layout), saves a call per
+    tensor."""
     suffix = _eligible(tensors) if tensors else None
     fn = None if suffix is None else _function(f"norms_{suffix}")
     if fn is None:
         return None
     out = torch.empty(len(tensors), dtype=torch.float32)
-    lens = (ctypes.c_int64 * len(tensors))(*[t.numel() for t in tensors])
+    lens = _lengths(numels if numels is not None else tuple([t.numel() for t in tensors]))
     fn(_pointers(tensors), lens, ctypes.c_int64(len(tensors)), ctypes.c_void_p(out.data_ptr()))
     return out
 
@@ -64,9 +79,9 @@ def diff_norms(a: list[Tensor], b: list[Tensor]) -> tuple[Tensor, Tensor] | None
         return None
     suffix = _eligible([*a, *b])
     fn = None if suffix is None else _function(f"diff_norms_{suffix}")
-    if fn is None or any(x.numel() != y.numel() for x, y in zip(a, b, strict=True)):
+    if fn is None or [x.numel() for x in a] != [y.numel() for y in b]:
         return None
     out = torch.empty(2 * len(a), dtype=torch.float32)
-    lens = (ctypes.c_int64 * len(a))(*[t.numel() for t in a])
+    lens = _lengths(tuple([t.numel() for t in a]))
     fn(_pointers(a), _pointers(b), lens, ctypes.c_int64(len(a)), ctypes.c_void_p(out.data_ptr()))
     return out[:len(a)], out[len(a):]
