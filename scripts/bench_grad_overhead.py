@@ -39,6 +39,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from losslab.builders import instantiate_group
+from losslab.callbacks.group import iter_callbacks
 from losslab.run import build_task, build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,13 +107,14 @@ class EpochSwitch(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mark(trainer)
         variant = self.variant(trainer.current_epoch)
+        members = list(iter_callbacks(self.grad))
         if variant == "H" and not self.clock.installed:
-            for cb in self.grad:
+            for cb in members:
                 self.clock.wrap(cb)
         on = variant in ("B", "H")
         # a new list object: Lightning is iterating the old one right now
         trainer.callbacks = [*self.base, *(self.grad if on else [])]
-        guard = next((cb.guard for cb in self.grad if hasattr(cb, "guard")), None)
+        guard = next((cb.guard for cb in members if hasattr(cb, "guard")), None)
         if guard is not None and on:
             object.__setattr__(pl_module, "step_guard", guard)
         elif getattr(pl_module, "step_guard", None) is not None:
@@ -138,14 +140,15 @@ def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: li
     task, dm = build_task(cfg)
     clock = HookClock()
     callbacks = instantiate_group(cfg.get("callbacks"), "callback")
-    grad = [cb for cb in callbacks if type(cb).__module__.startswith("losslab.callbacks.grad_")
-            or type(cb).__module__ == "losslab.callbacks.clipping"]
-    assert len(grad) == 3, grad
-    base = [cb for cb in callbacks if cb not in grad]
-    switch = EpochSwitch(base, grad, clock, warmup, epochs)
-    trainer = build_trainer(cfg, [switch, *base, *grad],
+    switch = EpochSwitch([], [], clock, warmup, epochs)
+    trainer = build_trainer(cfg, [switch, *callbacks],
                             instantiate_group(cfg.get("logger"), "logger"))
-    switch.base = [cb for cb in trainer.callbacks if cb not in grad]  # + Lightning's own
+    # the gradient callbacks as the trainer holds them (grouped into one CallbackGroup)
+    names = ("GradMonitor", "GradHealth", "GradClip")
+    switch.grad = [cb for cb in trainer.callbacks
+                   if any(type(m).__name__ in names for m in iter_callbacks([cb]))]
+    assert len(list(iter_callbacks(switch.grad))) == 3, switch.grad
+    switch.base = [cb for cb in trainer.callbacks if cb not in switch.grad]  # + Lightning's own
     trainer.fit(task, datamodule=dm)
     return switch.epochs
 

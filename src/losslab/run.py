@@ -160,8 +160,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]) -> 
         from losslab.profiling import NoProfiler
 
         extra["profiler"] = NoProfiler()
+    from losslab.callbacks.group import group_callbacks
+
     try:
-        return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+        return instantiate(cfg.trainer, callbacks=group_callbacks(callbacks),
+                           logger=loggers or False, **extra)
     except Exception as e:  # noqa: BLE001 (hydra wraps Lightning's MisconfigurationException)
         cause = e.__cause__ or e
         raise UserError(f"trainer: {str(cause).splitlines()[0]}") from e

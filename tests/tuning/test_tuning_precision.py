@@ -16,6 +16,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 
 from losslab.builders import instantiate_group
 from losslab.callbacks.grad_stats import grad_stats
+from losslab.callbacks.group import iter_callbacks
 from losslab.run import build_task, build_trainer
 
 SHORT = ["trainer.max_epochs=1", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
@@ -94,7 +95,7 @@ def test_bf16_clipping_clips_the_unscaled_gradient(make_cfg):
                                 "callbacks.grad_clip.max_norm=0.05"))
     assert min(rec.stats) > 0.05  # every step needed clipping
     assert max(rec.after_step) <= 0.05 * (1 + 1e-4)
-    clip = next(cb for cb in trainer.callbacks if type(cb).__name__ == "GradClip")
+    clip = next(cb for cb in iter_callbacks(trainer.callbacks) if type(cb).__name__ == "GradClip")
     assert clip.clipper.last_before.item() == pytest.approx(rec.stats[-1], rel=1e-6)
 
 
@@ -112,7 +113,8 @@ def test_accumulation_reports_once_per_optimizer_step(make_cfg):
     assert rec.steps == [0, 1] and rec.stats == pytest.approx(rec.direct, rel=1e-5)
     run = Path(cfg.paths.output_dir)
     assert _logged_steps(run, "grad/norm_total") == [0, 1]
-    noise = next(cb for cb in trainer.callbacks if type(cb).__name__ == "NoiseScale")
+    noise = next(cb for cb in iter_callbacks(trainer.callbacks)
+                 if type(cb).__name__ == "NoiseScale")
     assert [h["step"] for h in noise.history] == [1.0, 2.0]
 
 

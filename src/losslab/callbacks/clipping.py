@@ -182,6 +182,8 @@ class GradClip(Callback):
     grad/clip_fraction (share of steps in the window where anything was clipped).
     """
 
+    groupable = True  # dispatched with the other gradient callbacks (callbacks/group.py)
+
     def __init__(self, mode: ClipMode = "none", max_norm: float = 1.0, clip_value: float = 0.5,
                  agc_lambda: float = 0.01, agc_eps: float = 1e-3,
                  agc_clip_last_layer: bool = False, percentile: float = 10.0,

@@ -159,6 +159,8 @@ def scale_learning_rates(trainer: L.Trainer, factor: float, min_lr: float = 0.0)
 class GradHealth(Callback):
     """Flags vanishing, exploding and non-finite gradients and applies the configured action."""
 
+    groupable = True  # dispatched with the other gradient callbacks (callbacks/group.py)
+
     def __init__(self, vanish_below: float = 1e-7, ratio_below: float = 1e-4,
                  patience: int = 3, explode_above: float = 1e4, growth_factor: float = 20.0,
                  ema_beta: float = 0.98, warmup_steps: int = 50,

@@ -88,6 +88,8 @@ FLUSH_SPAN = 10
 class GradMonitor(Callback):
     """Logs gradient statistics; see the module docstring for the metrics and charts."""
 
+    groupable = True  # dispatched with the other gradient callbacks (callbacks/group.py)
+
     def __init__(self, log_every_n_steps: int | None = None, per_layer: bool = True,
                  update_ratio: bool = True, histogram_every_n_steps: int | None = 200,
                  heatmap_every_n_epochs: int | None = None, heatmap_max_columns: int = 400,
