@@ -147,7 +147,7 @@ def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: li
     names = ("GradMonitor", "GradHealth", "GradClip")
     switch.grad = [cb for cb in trainer.callbacks
                    if any(type(m).__name__ in names for m in iter_callbacks([cb]))]
-    assert len(list(iter_callbacks(switch.grad))) == 3, switch.grad
+    assert list(iter_callbacks(switch.grad)), "no gradient callback to measure"
     switch.base = [cb for cb in trainer.callbacks if cb not in switch.grad]  # + Lightning's own
     trainer.fit(task, datamodule=dm)
     return switch.epochs

@@ -247,3 +247,19 @@ def test_norms_decline_what_they_cannot_take() -> None:
     assert native_norms.norms([x.half()]) is None
     assert native_norms.norms([]) is None
     assert native_norms.diff_norms([x], [torch.randn(3)]) is None
+
+
+def test_grouped_norms_equal_the_torch_packing() -> None:
+    from losslab.callbacks.grad_stats import packed_mask, packed_norms
+
+    g = torch.Generator().manual_seed(4)
+    tensors = [torch.randn(n, generator=g) for n in (30, 7, 12, 5, 1)]
+    groups = (0, 0, 2, 1, 2)
+    out = native_norms.grouped_norms(tensors, tuple(t.numel() for t in tensors), groups, 3)
+    per = torch.stack(torch._foreach_norm(tensors, 2.0))
+    torch.testing.assert_close(out[:5], per)
+    ref = packed_norms(per, packed_mask(torch.tensor(groups), 3))  # [total, group 0, 1, 2]
+    torch.testing.assert_close(out[5:], ref)
+    tensors[3][0] = float("nan")  # a NaN stays in its own group (and the total)
+    out = native_norms.grouped_norms(tensors, tuple(t.numel() for t in tensors), groups, 3)
+    assert torch.isnan(out[5]) and torch.isnan(out[7]) and torch.isfinite(out[[6, 8]]).all()

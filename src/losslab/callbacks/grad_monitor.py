@@ -23,9 +23,10 @@ plus, with a TensorBoard logger: histograms of each layer's gradients and weight
 `histogram_every_n_steps` (`histogram_bins` equal-width buckets, computed on the device; a layer
 with NaN/Inf values is left out of that step's histograms), a custom-scalars layout that
 groups the per-layer charts (the "Custom Scalars" tab), an image ``grad/norm_heatmap``
-(log10 ||g_layer||, layers x logged steps, drawn directly in numpy) at the end of every
-`heatmap_every_n_epochs`-th epoch (default: each), and at the end of training the same map as
-a labelled matplotlib figure ``grad/norm_heatmap_labelled`` (layer names, steps, colour bar).
+(log10 ||g_layer||, layers x logged steps, drawn directly in numpy, in a worker thread) at
+the end of every `heatmap_every_n_epochs`-th epoch (default: each), and at the end of
+training the same map as a labelled matplotlib figure ``grad/norm_heatmap_labelled`` (layer
+names, steps, colour bar).
 
 Values are buffered until the buffered steps span 10 steps (or the epoch ends), then written as
 one TensorBoard event per step, at its own step number; on an accelerator they stay on the
@@ -37,6 +38,7 @@ steps, and a step costs only the shared `grad_stats`. Only global rank zero logs
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import lightning.pytorch as L
@@ -122,6 +124,8 @@ class GradMonitor(Callback):
         self.history: list[list[float]] = []
         self.history_names: tuple[str, ...] = ()
         self._history_cache: tuple[list[list[float]], np.ndarray] | None = None
+        self._worker: ThreadPoolExecutor | None = None  # draws the per-epoch heatmaps
+        self._images: list[Future] = []
 
     state_key = "GradMonitor"  # a constant (Lightning reads it on every hook call)
 
@@ -227,10 +231,12 @@ class GradMonitor(Callback):
                      exception: BaseException) -> None:
         if trainer.is_global_zero:  # the last steps before a failure are the interesting ones
             self.flush(trainer)
+            self.wait_for_images()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.flush(trainer)
+            self.wait_for_images()
         if trainer.is_global_zero and self.history and self.heatmap_every_n_epochs != 0:
             self.log_heatmap(trainer, labelled=True)
 
@@ -273,24 +279,26 @@ class GradMonitor(Callback):
                     log_histogram(writer, f"grad_hist/{name}", g, step, self.histogram_bins)
                     log_histogram(writer, f"weight_hist/{name}", w, step, self.histogram_bins)
 
-    def _history_array(self) -> np.ndarray:
-        """`history` as a [steps, layers] array; rows already converted are reused (each epoch's
-        heatmap converts only the steps logged since the last one)."""
+    def _history_array(self, upto: int) -> np.ndarray:
+        """The first `upto` rows of `history` as a [steps, layers] array; rows already converted
+        are reused (each epoch's heatmap converts only the steps logged since the last one)."""
         cached = self._history_cache
-        if cached is None or cached[0] is not self.history or len(cached[1]) > len(self.history):
+        if cached is None or cached[0] is not self.history or len(cached[1]) > upto:
             cached = (self.history, np.empty((0, len(self.history_names))))
         done = cached[1]
-        if len(done) < len(self.history):
-            new = np.asarray(self.history[len(done):], dtype=np.float64)
+        if len(done) < upto:
+            new = np.asarray(self.history[len(done):upto], dtype=np.float64)
             done = np.concatenate([done, new.reshape(len(new), -1)])
         self._history_cache = (self.history, done)
         return done
 
-    def heatmap(self) -> tuple[np.ndarray, list[int]]:
-        """log10 ||g_layer|| as [layers, columns]; long histories are averaged into bins
-        (NaN/Inf entries are left out of a bin's mean; an all-NaN bin stays NaN)."""
-        data = np.log10(np.clip(self._history_array().T, 1e-30, None))
-        steps = self.history_steps
+    def heatmap(self, upto: int | None = None) -> tuple[np.ndarray, list[int]]:
+        """log10 ||g_layer|| as [layers, columns] (of the first `upto` logged steps; default
+        all); long histories are averaged into bins (NaN/Inf entries are left out of a bin's
+        mean; an all-NaN bin stays NaN)."""
+        upto = len(self.history) if upto is None else upto
+        data = np.log10(np.clip(self._history_array(upto).T, 1e-30, None))
+        steps = self.history_steps[:upto]
         cols = data.shape[1]
         finite = np.isfinite(data)
         if cols > self.heatmap_max_columns:
@@ -329,11 +337,12 @@ class GradMonitor(Callback):
         canvas.draw()
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
-    def fast_heatmap(self, cell_height: int = 8, width: int = 800) -> np.ndarray:
+    def fast_heatmap(self, cell_height: int = 8, width: int = 800,
+                     upto: int | None = None) -> np.ndarray:
         """The heatmap as an RGB array without matplotlib's figure machinery (~1 ms instead of
         ~100 ms): viridis colours, min..max of this image, NaN/Inf grey, one row band per layer
         (first layer on top), columns stretched to about `width` pixels."""
-        data, _ = self.heatmap()
+        data, _ = self.heatmap(upto)
         finite = np.isfinite(data)
         lo, hi = (data[finite].min(), data[finite].max()) if finite.any() else (0.0, 1.0)
         level = np.zeros(data.shape, dtype=np.int64)
@@ -349,10 +358,37 @@ class GradMonitor(Callback):
         writers = tensorboard_writers(trainer)
         if not writers or not self.history:
             return
-        image = self.render_heatmap() if labelled else self.fast_heatmap()
-        tag = "grad/norm_heatmap_labelled" if labelled else "grad/norm_heatmap"
+        step = trainer.global_step
+        if labelled:
+            self.wait_for_images()
+            image = self.render_heatmap()
+            for writer in writers:
+                log_image(writer, "grad/norm_heatmap_labelled", image, step)
+            return
+        viridis_lut()  # matplotlib is touched here, never in the worker thread
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="losslab-heatmap")
+        self._images.append(self._worker.submit(self._draw_heatmap, writers, len(self.history),
+                                                step))
+
+    def _draw_heatmap(self, writers: list[Any], upto: int, step: int) -> None:
+        """Worker thread: numpy drawing and PNG encoding (zlib releases the GIL), then the
+        event (TensorBoard's writer is thread-safe)."""
+        image = self.fast_heatmap(upto=upto)
         for writer in writers:
-            log_image(writer, tag, image, trainer.global_step)
+            log_image(writer, "grad/norm_heatmap", image, step)
+
+    def wait_for_images(self) -> None:
+        """Block until the per-epoch heatmaps handed to the worker thread are written."""
+        images, self._images = self._images, []
+        for future in images:
+            future.result()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.wait_for_images()
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
 
 
 _VIRIDIS: np.ndarray | None = None

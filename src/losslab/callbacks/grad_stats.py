@@ -45,6 +45,7 @@ class Layout:
     layer_of_param: list[int]
     all_params: tuple[int, ...] = ()  # (0, 1, ..., P - 1): `keep` when every gradient exists
     numels: tuple[int, ...] = ()  # each parameter's (and so its gradient's) number of entries
+    layer_ids: tuple[int, ...] = ()  # layer_of_param as a tuple
     _index: dict[tuple[torch.device, tuple[int, ...]], tuple[Tensor, Tensor]] = field(
         default_factory=dict)
 
@@ -138,7 +139,7 @@ def build_layout(module: nn.Module) -> Layout:
         params.append(p)
         names.append(name)
     return Layout(params, names, tuple(layers), layer_of, tuple(range(len(params))),
-                  tuple(p.numel() for p in params))
+                  tuple(p.numel() for p in params), tuple(layer_of))
 
 
 def get_layout(module: nn.Module) -> Layout:
@@ -226,12 +227,18 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
             and cached[2] == version and cached[3] == keep:
         stats: GradStats = cached[4]
     elif full:  # the layout's own lists, shared (GradStats never mutates them)
-        per_param = foreach_norms(grads, layout.numels)  # type: ignore[arg-type]
+        num = len(layout.params)
+        grouped = native_norms.grouped_norms(grads, layout.numels, layout.layer_ids,
+                                             len(layout.layer_names))
+        per_param = grouped[:num] if grouped is not None else foreach_norms(grads)
         index, mask = layout.index(per_param.device, keep)
         stats = GradStats(
             step=step, layer_names=layout.layer_names, param_grad_norms=per_param,
             params=layout.params, param_names=layout.param_names, param_layer=index,
             param_layer_ids=layout.layer_of_param, mask=mask)
+        if grouped is not None:  # CPU kernel: [total, layers] and its host row come with it
+            stats._packed = grouped[num:]
+            stats._row = stats._packed.tolist()
         object.__setattr__(module, _CACHE_ATTR, (step, ref, version, keep, stats))
     else:  # some parameters have no gradient: renumber the layers that have one
         per_param = foreach_norms(grads)  # type: ignore[arg-type]

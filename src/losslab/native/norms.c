@@ -5,6 +5,7 @@
  * NaN / Inf entries give NaN / Inf norms, as torch.linalg.vector_norm does.
  *
  *   norms_f32(ptrs, lens, count, out):       out[t] = sqrt(sum_i x_t[i]^2)
+ *   grouped_norms_f32(..., group, groups, out): the same, then the total and per-group norms
  *   diff_norms_f32(a, b, lens, count, out):  out[t] = sqrt(sum_i (a_t[i] - b_t[i])^2) and
  *                                            out[count + t] = sqrt(sum_i a_t[i]^2): one read
  *                                            of both arrays (update / weight norms).
@@ -21,6 +22,27 @@
       for (int64_t i = 0; i < lens[t]; i++) acc += (double)x[i] * (double)x[i];                \
       out[t] = (float)sqrt(acc);                                                               \
     }                                                                                          \
+  }
+
+/* grouped_norms: out[t] = ||x_t|| (t < count), out[count] = sqrt(sum_t ||x_t||^2) (the total),
+ * out[count + 1 + g] = sqrt(sum over t in group g of ||x_t||^2) (a layer's norm). */
+#define DEFINE_GROUPED_NORMS(NAME, T)                                                          \
+  void NAME(const T *const *ptrs, const int64_t *lens, int64_t count, const int64_t *group,    \
+            int64_t groups, float *out) {                                                      \
+    double total = 0.0;                                                                        \
+    double sums[groups > 0 ? groups : 1];                                                      \
+    for (int64_t g = 0; g < groups; g++) sums[g] = 0.0;                                        \
+    for (int64_t t = 0; t < count; t++) {                                                      \
+      const T *x = ptrs[t];                                                                    \
+      double acc = 0.0;                                                                        \
+      _Pragma("omp simd reduction(+:acc)")                                                     \
+      for (int64_t i = 0; i < lens[t]; i++) acc += (double)x[i] * (double)x[i];                \
+      out[t] = (float)sqrt(acc);                                                               \
+      total += acc;                                                                            \
+      sums[group[t]] += acc;                                                                   \
+    }                                                                                          \
+    out[count] = (float)sqrt(total);                                                           \
+    for (int64_t g = 0; g < groups; g++) out[count + 1 + g] = (float)sqrt(sums[g]);            \
   }
 
 #define DEFINE_DIFF_NORMS(NAME, T)                                                             \
@@ -42,5 +64,7 @@
 
 DEFINE_NORMS(norms_f32, float)
 DEFINE_NORMS(norms_f64, double)
+DEFINE_GROUPED_NORMS(grouped_norms_f32, float)
+DEFINE_GROUPED_NORMS(grouped_norms_f64, double)
 DEFINE_DIFF_NORMS(diff_norms_f32, float)
 DEFINE_DIFF_NORMS(diff_norms_f64, double)
