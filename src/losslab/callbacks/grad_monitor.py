@@ -124,7 +124,7 @@ class GradMonitor(Callback):
         self.history: list[list[float]] = []
         self.history_names: tuple[str, ...] = ()
         self._history_cache: tuple[list[list[float]], np.ndarray] | None = None
-        self._worker: ThreadPoolExecutor | None = None  # draws the per-epoch heatmaps
+        self._worker: ThreadPoolExecutor | None = None  # heatmaps and histograms (CPU)
         self._images: list[Future] = []
 
     state_key = "GradMonitor"  # a constant (Lightning reads it on every hook call)
@@ -231,7 +231,7 @@ class GradMonitor(Callback):
                      exception: BaseException) -> None:
         if trainer.is_global_zero:  # the last steps before a failure are the interesting ones
             self.flush(trainer)
-            self.wait_for_images()
+            self.wait_for_images(raise_errors=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -269,15 +269,32 @@ class GradMonitor(Callback):
         by_layer: dict[int, list[int]] = {}
         for k, layer in enumerate(stats.param_layer_ids):
             by_layer.setdefault(layer, []).append(k)
-        with torch.no_grad():  # computed on the parameters' device; only the counts move
+        values: list[tuple[str, torch.Tensor]] = []
+        with torch.no_grad():  # copies (torch.cat) of this step's gradients and weights
             for layer, ks in by_layer.items():
                 name = stats.layer_names[layer]
-                g = torch.cat([stats.params[k].grad.detach().flatten()  # type: ignore[union-attr]
-                               for k in ks])
-                w = torch.cat([stats.params[k].detach().flatten() for k in ks])
+                values.append((f"grad_hist/{name}", torch.cat(
+                    [stats.params[k].grad.detach().flatten() for k in ks])))  # type: ignore
+                values.append((f"weight_hist/{name}", torch.cat(
+                    [stats.params[k].detach().flatten() for k in ks])))
+        if values[0][1].is_cpu:  # CPU: binned and written by the worker thread (ops free the GIL)
+            self._submit(self._write_histograms, writers, values, step)
+        else:  # on the device, where only the counts move to the host
+            self._write_histograms(writers, values, step)
+
+    def _write_histograms(self, writers: list[Any], values: list[tuple[str, torch.Tensor]],
+                          step: int) -> None:
+        with torch.no_grad():
+            for tag, v in values:
                 for writer in writers:
-                    log_histogram(writer, f"grad_hist/{name}", g, step, self.histogram_bins)
-                    log_histogram(writer, f"weight_hist/{name}", w, step, self.histogram_bins)
+                    log_histogram(writer, tag, v, step, self.histogram_bins)
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        """Run fn(*args) on the monitor's worker thread (TensorBoard writers are thread-safe);
+        `wait_for_images` waits for all of them."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="losslab-monitor")
+        self._images.append(self._worker.submit(fn, *args))
 
     def _history_array(self, upto: int) -> np.ndarray:
         """The first `upto` rows of `history` as a [steps, layers] array; rows already converted
@@ -366,10 +383,7 @@ class GradMonitor(Callback):
                 log_image(writer, "grad/norm_heatmap_labelled", image, step)
             return
         viridis_lut()  # matplotlib is touched here, never in the worker thread
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, thread_name_prefix="losslab-heatmap")
-        self._images.append(self._worker.submit(self._draw_heatmap, writers, len(self.history),
-                                                step))
+        self._submit(self._draw_heatmap, writers, len(self.history), step)
 
     def _draw_heatmap(self, writers: list[Any], upto: int, step: int) -> None:
         """Worker thread: numpy drawing and PNG encoding (zlib releases the GIL), then the
@@ -378,11 +392,14 @@ class GradMonitor(Callback):
         for writer in writers:
             log_image(writer, "grad/norm_heatmap", image, step)
 
-    def wait_for_images(self) -> None:
-        """Block until the per-epoch heatmaps handed to the worker thread are written."""
+    def wait_for_images(self, raise_errors: bool = True) -> None:
+        """Block until the heatmaps and histograms handed to the worker thread are written
+        (re-raising a failure in one, unless `raise_errors` is False: training already failed)."""
         images, self._images = self._images, []
         for future in images:
-            future.result()
+            error = future.exception()
+            if error is not None and raise_errors:
+                raise error
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.wait_for_images()
