@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from losslab.callbacks.grad_monitor import GradMonitor, custom_scalars_layout
+from losslab.callbacks.heatmap import NormHeatmap
 from losslab.run import train
 
 
@@ -54,16 +55,42 @@ def test_heatmap_bins_long_histories_and_renders() -> None:
     monitor = GradMonitor(heatmap_max_columns=10)
     names = ("model.blocks.0.linear", "model.head")
     for step in range(95):
-        monitor._remember(step, names, [10.0 ** -(step % 5), 1.0])
+        monitor._remember(step, names, [10.0 ** -(step % 4), 1.0])
     data, steps = monitor.heatmap()
-    assert data.shape == (2, 10) and len(steps) == 10 and steps[0] == 0
+    # 95 steps into at most 10 bins of 2^k steps: 16 steps each, the last one partial
+    assert data.shape == (2, 6) and steps == [0, 16, 32, 48, 64, 80]
     assert np.allclose(data[1], 0.0)  # log10(1)
+    assert np.allclose(data[0, :5], -1.5)  # mean of log10 1, 0.1, 0.01, 0.001
     image = monitor.render_heatmap()
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
-    fast = monitor.fast_heatmap(cell_height=4, width=100)
-    assert fast.shape == (2 * 4, 10 * 10, 3) and fast.dtype == np.uint8
-    # row 1 (log10 1 = 0, the maximum) is the brightest viridis colour, row 0 varies
-    assert (fast[4:, :, 1] >= fast[:4, :, 1]).all() and len(np.unique(fast[:4, :, 1])) > 1
+    fast = monitor.fast_heatmap(cell_height=4, width=60)
+    assert fast.shape == (2 * 4, 6 * 10, 3) and fast.dtype == np.uint8
+    # row 1 (log10 1 = 0, the maximum) is the brightest viridis colour
+    assert (fast[4:, :, 1] >= fast[:4, :, 1]).all()
+
+
+def test_heatmap_bins_equal_a_recount_from_scratch() -> None:
+    """Folding epoch by epoch (with merges in between) gives the same grid as all at once."""
+    rng = np.random.default_rng(0)
+    norms = 10.0 ** rng.normal(size=(1000, 3))
+    norms[17, 1] = float("nan")
+    norms[400, 0] = float("inf")
+    names = ("a", "b", "c")
+    once, often = NormHeatmap(names, 16), NormHeatmap(names, 16)
+    for step, row in enumerate(norms.tolist()):
+        once.add(step, row)
+        often.add(step, row)
+        if step % 37 == 0:
+            often.grid()
+    (a, sa), (b, sb) = once.grid(), often.grid()
+    assert sa == sb and np.allclose(a, b, equal_nan=True)
+    width = 64  # 1000 steps -> 16 bins of 64 would be 1024: the smallest 2^k that fits
+    assert sa == list(range(0, 1000, width))
+    logs = np.log10(norms)
+    for i, start in enumerate(sa):
+        block = logs[start:start + width]
+        expect = [np.mean(col[np.isfinite(col)]) for col in block.T]
+        assert np.allclose(a[:, i], expect)
 
 
 def test_custom_scalars_layout_groups_layers() -> None:

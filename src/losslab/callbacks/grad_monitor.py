@@ -23,10 +23,10 @@ plus, with a TensorBoard logger: histograms of each layer's gradients and weight
 `histogram_every_n_steps` (`histogram_bins` equal-width buckets, computed on the device; a layer
 with NaN/Inf values is left out of that step's histograms), a custom-scalars layout that
 groups the per-layer charts (the "Custom Scalars" tab), an image ``grad/norm_heatmap``
-(log10 ||g_layer||, layers x logged steps, drawn directly in numpy, in a worker thread) at
-the end of every `heatmap_every_n_epochs`-th epoch (default: each), and at the end of
-training the same map as a labelled matplotlib figure ``grad/norm_heatmap_labelled`` (layer
-names, steps, colour bar).
+(log10 ||g_layer||, layers x logged steps in bins of 2^k steps, painted in numpy, encoded in
+a worker thread; see heatmap.py) at the end of every `heatmap_every_n_epochs`-th epoch
+(default: each), and at the end of training the same map as a labelled matplotlib figure
+``grad/norm_heatmap_labelled`` (layer names, steps, colour bar).
 
 Values are buffered until the buffered steps span 10 steps (or the epoch ends), then written as
 one TensorBoard event per step, at its own step number; on an accelerator they stay on the
@@ -54,6 +54,7 @@ from losslab.callbacks.grad_stats import (
     reset_layout,
     weight_norms,
 )
+from losslab.callbacks.heatmap import NormHeatmap, fast_image, labelled_image
 from losslab.callbacks.tensorboard import (  # noqa: F401 (log_scalars: re-exported)
     log_histogram,
     log_image,
@@ -120,10 +121,7 @@ class GradMonitor(Callback):
         self._pending: tuple[int, GradStats, bool, bool] | None = None
         # (step, layer names, logged norms?, measured ratios?, parts: host floats or tensors)
         self._buffer: list[tuple[int, tuple[str, ...], bool, bool, list[Any]]] = []
-        self.history_steps: list[int] = []
-        self.history: list[list[float]] = []
-        self.history_names: tuple[str, ...] = ()
-        self._history_cache: tuple[list[list[float]], np.ndarray] | None = None
+        self.norm_map: NormHeatmap | None = None  # the heatmap's binned history
         self._worker: ThreadPoolExecutor | None = None  # heatmaps and histograms (CPU)
         self._images: list[Future] = []
 
@@ -136,7 +134,7 @@ class GradMonitor(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         reset_layout(pl_module)
         self._pending, self._buffer = None, []
-        self.history_steps, self.history, self.history_names = [], [], ()
+        self.norm_map = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.fast_crc and tensorboard_writers(trainer):
@@ -221,7 +219,7 @@ class GradMonitor(Callback):
         if not trainer.is_global_zero:
             return
         self.flush(trainer)
-        if not self.history:
+        if not self.norm_map:
             return
         every = 1 if self.heatmap_every_n_epochs is None else self.heatmap_every_n_epochs
         if every and (trainer.current_epoch + 1) % every == 0:
@@ -237,7 +235,7 @@ class GradMonitor(Callback):
         if trainer.is_global_zero:
             self.flush(trainer)
             self.wait_for_images()
-        if trainer.is_global_zero and self.history and self.heatmap_every_n_epochs != 0:
+        if trainer.is_global_zero and self.norm_map and self.heatmap_every_n_epochs != 0:
             self.log_heatmap(trainer, labelled=True)
 
     # -- pieces --------------------------------------------------------------------------------
@@ -257,10 +255,9 @@ class GradMonitor(Callback):
         return self._tag_cache[key]
 
     def _remember(self, step: int, names: tuple[str, ...], norms: list[float]) -> None:
-        if names != self.history_names:  # the layer set changed: start a new history
-            self.history_steps, self.history, self.history_names = [], [], names
-        self.history_steps.append(step)
-        self.history.append(norms)
+        if self.norm_map is None or names != self.norm_map.names:  # new layer set: new map
+            self.norm_map = NormHeatmap(names, self.heatmap_max_columns)
+        self.norm_map.add(step, norms)
 
     def _histograms(self, trainer: L.Trainer, stats: GradStats, step: int) -> None:
         writers = tensorboard_writers(trainer)
@@ -296,84 +293,27 @@ class GradMonitor(Callback):
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="losslab-monitor")
         self._images.append(self._worker.submit(fn, *args))
 
-    def _history_array(self, upto: int) -> np.ndarray:
-        """The first `upto` rows of `history` as a [steps, layers] array; rows already converted
-        are reused (each epoch's heatmap converts only the steps logged since the last one)."""
-        cached = self._history_cache
-        if cached is None or cached[0] is not self.history or len(cached[1]) > upto:
-            cached = (self.history, np.empty((0, len(self.history_names))))
-        done = cached[1]
-        if len(done) < upto:
-            new = np.asarray(self.history[len(done):upto], dtype=np.float64)
-            done = np.concatenate([done, new.reshape(len(new), -1)])
-        self._history_cache = (self.history, done)
-        return done
-
-    def heatmap(self, upto: int | None = None) -> tuple[np.ndarray, list[int]]:
-        """log10 ||g_layer|| as [layers, columns] (of the first `upto` logged steps; default
-        all); long histories are averaged into bins (NaN/Inf entries are left out of a bin's
-        mean; an all-NaN bin stays NaN)."""
-        upto = len(self.history) if upto is None else upto
-        data = np.log10(np.clip(self._history_array(upto).T, 1e-30, None))
-        steps = self.history_steps[:upto]
-        cols = data.shape[1]
-        finite = np.isfinite(data)
-        if cols > self.heatmap_max_columns:
-            starts = np.linspace(0, cols, self.heatmap_max_columns + 1).astype(int)[:-1]
-            sums = np.add.reduceat(np.where(finite, data, 0.0), starts, axis=1)
-            counts = np.add.reduceat(finite, starts, axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                data = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-            steps = [steps[a] for a in starts]
-        else:
-            data[~finite] = np.nan
-        return data, steps
+    def heatmap(self) -> tuple[np.ndarray, list[int]]:
+        """log10 ||g_layer|| as [layers, bins] (bins of 2^k logged steps, at most
+        `heatmap_max_columns`) and each bin's first step; see losslab/callbacks/heatmap.py."""
+        if self.norm_map is None:
+            return np.empty((0, 0)), []
+        return self.norm_map.grid()
 
     def render_heatmap(self) -> np.ndarray:
-        """The heatmap as an RGB array [H, W, 3] (matplotlib Agg, no pyplot)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
+        """The heatmap as a labelled matplotlib figure, RGB [H, W, 3]."""
         data, steps = self.heatmap()
-        names = self.history_names
-        height = 1.2 + 0.17 * len(names)
-        fig = Figure(figsize=(8.0, height), dpi=72)
-        canvas = FigureCanvasAgg(fig)
-        left = min(0.45, 0.06 + 0.0105 * max(len(n) for n in names))
-        bottom = 0.55 / height
-        ax = fig.add_axes((left, bottom, 0.88 - left, 1 - bottom - 0.35 / height))
-        im = ax.imshow(data, aspect="auto", interpolation="nearest", cmap="viridis",
-                       extent=(steps[0] - 0.5, steps[-1] + 0.5, len(names) - 0.5, -0.5))
-        ax.set_yticks(range(len(names)))
-        ax.set_yticklabels(names, fontsize=7)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlabel("step", fontsize=8)
-        ax.set_title("log10 gradient norm per layer (first layer on top)", fontsize=8)
-        cax = fig.add_axes((0.9, bottom, 0.02, 1 - bottom - 0.35 / height))
-        fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
-        canvas.draw()
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        return labelled_image(data, steps, self.norm_map.names if self.norm_map else ())
 
-    def fast_heatmap(self, cell_height: int = 8, width: int = 800,
-                     upto: int | None = None) -> np.ndarray:
-        """The heatmap as an RGB array without matplotlib's figure machinery (~1 ms instead of
-        ~100 ms): viridis colours, min..max of this image, NaN/Inf grey, one row band per layer
-        (first layer on top), columns stretched to about `width` pixels."""
-        data, _ = self.heatmap(upto)
-        finite = np.isfinite(data)
-        lo, hi = (data[finite].min(), data[finite].max()) if finite.any() else (0.0, 1.0)
-        level = np.zeros(data.shape, dtype=np.int64)
-        level[finite] = np.round(255 * (data[finite] - lo) / max(hi - lo, 1e-12))
-        rgb = viridis_lut()[level]
-        rgb[~finite] = 128
-        col = max(1, width // data.shape[1])
-        return np.repeat(np.repeat(rgb, cell_height, axis=0), col, axis=1)
+    def fast_heatmap(self, cell_height: int = 8, width: int = 800) -> np.ndarray:
+        """The heatmap as an RGB array painted in numpy (~0.2 ms)."""
+        return fast_image(self.heatmap()[0], cell_height, width)
 
     def log_heatmap(self, trainer: L.Trainer, labelled: bool = False) -> None:
-        """`grad/norm_heatmap` (fast, every epoch) or, with `labelled`, the matplotlib figure
-        with layer names, steps and a colour bar as `grad/norm_heatmap_labelled` (end of fit)."""
+        """`grad/norm_heatmap` (fast, every epoch; PNG-encoded by the worker thread) or, with
+        `labelled`, the matplotlib figure as `grad/norm_heatmap_labelled` (end of fit)."""
         writers = tensorboard_writers(trainer)
-        if not writers or not self.history:
+        if not writers or not self.norm_map:
             return
         step = trainer.global_step
         if labelled:
@@ -382,15 +322,14 @@ class GradMonitor(Callback):
             for writer in writers:
                 log_image(writer, "grad/norm_heatmap_labelled", image, step)
             return
-        viridis_lut()  # matplotlib is touched here, never in the worker thread
-        self._submit(self._draw_heatmap, writers, len(self.history), step)
+        self._submit(self._write_images, writers, "grad/norm_heatmap", self.fast_heatmap(), step)
 
-    def _draw_heatmap(self, writers: list[Any], upto: int, step: int) -> None:
-        """Worker thread: numpy drawing and PNG encoding (zlib releases the GIL), then the
-        event (TensorBoard's writer is thread-safe)."""
-        image = self.fast_heatmap(upto=upto)
+    @staticmethod
+    def _write_images(writers: list[Any], tag: str, image: np.ndarray, step: int) -> None:
+        """Worker thread: PNG encoding (zlib releases the GIL) and the event (TensorBoard's
+        writer is thread-safe)."""
         for writer in writers:
-            log_image(writer, "grad/norm_heatmap", image, step)
+            log_image(writer, tag, image, step)
 
     def wait_for_images(self, raise_errors: bool = True) -> None:
         """Block until the heatmaps and histograms handed to the worker thread are written
@@ -406,16 +345,3 @@ class GradMonitor(Callback):
         if self._worker is not None:
             self._worker.shutdown()
             self._worker = None
-
-
-_VIRIDIS: np.ndarray | None = None
-
-
-def viridis_lut() -> np.ndarray:
-    """[256, 3] uint8 viridis colours (matplotlib's colormap, looked up once)."""
-    global _VIRIDIS
-    if _VIRIDIS is None:
-        from matplotlib import colormaps
-
-        _VIRIDIS = (255 * colormaps["viridis"](np.linspace(0, 1, 256))[:, :3]).astype(np.uint8)
-    return _VIRIDIS
