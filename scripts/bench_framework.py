@@ -5,9 +5,15 @@ every default callback, gradient monitoring, TensorBoard logging).
 
 All three train the same model (same initial weights), the same loss (mean cross-entropy), the
 same optimizer and per-step schedule on the same standardised training split; validation is off
-in all three, so this measures training throughput only. The variants are interleaved
-(a b c, c b a, ...); each rep trains `--epochs` epochs and the first `--warmup` steps are
-dropped. Reported: median ms/step (min-max) and each ratio to (a) in the same rep (median).
+in all three, so this measures training throughput only.
+
+Pairing (a shared machine's speed drifts by 20-40% within seconds here): (b) and (c) each run as
+one fit, and at the end of each of their epochs a callback trains ONE EPOCH OF THE PLAIN LOOP
+(its own model copy, optimizer and schedule, on the same data). So every Lightning epoch has an
+(a) epoch right next to it in time; a Lightning epoch is timed from its start to the next one's,
+minus the (a) epoch inside it (so it includes its epoch-end work: checkpoints, the monitor's
+heatmap). Reported: median ms/step of each, and the median over epochs of the ratio to the (a)
+epoch beside it. The first `--warmup-epochs` epochs are not timed.
 
 Peak memory is measured in fresh processes (one per variant, `--memory`): peak RSS during
 training, and the "framework allowance" = RSS just before the first step of (c) minus that of
@@ -129,6 +135,84 @@ def run_raw(s: Setup, warmup: int) -> tuple[tuple[float, float], int]:
     return ((time.perf_counter() - t0) / n, (time.process_time() - c0) / n), step
 
 
+class RawLoop:
+    """The plain PyTorch loop, one epoch at a time (its own model copy, optimizer, schedule)."""
+
+    def __init__(self, s: Setup, epochs: int) -> None:
+        self.s = s
+        self.model = s.model()
+        self.model.train()
+        self.opt, self.sched = s.optimizer(self.model.parameters())
+
+    def epoch(self) -> tuple[float, float, int]:
+        """Train one epoch: (wall s, process CPU s, steps)."""
+        import torch
+        import torch.nn.functional as F
+
+        s, cuda = self.s, self.s.device == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+        t0, c0, steps = time.perf_counter(), time.process_time(), 0
+        n, bs = len(s.x), s.batch_size
+        perm = torch.randperm(n, device=s.device)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(self.model(s.x[idx]), s.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            steps += 1
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, time.process_time() - c0, steps
+
+
+class PairedEpochs:
+    """A Lightning callback that trains one plain-loop epoch at the end of each epoch of the fit
+    it is in, and records per epoch: (lightning wall, lightning CPU, raw wall, raw CPU, steps).
+    A Lightning epoch runs from one on_train_epoch_start to the next, minus the raw epoch."""
+
+    def __new__(cls, s: Setup, warmup_epochs: int) -> Any:
+        import lightning.pytorch as L
+        import torch
+
+        class _Paired(L.Callback):
+            def __init__(self) -> None:
+                self.raw = RawLoop(s, s.epochs)
+                self.epochs: list[tuple[float, float, float, float, int]] = []
+                self._start: tuple[float, float] | None = None
+                self._raw: tuple[float, float, int] = (0.0, 0.0, 0)
+                self._batches = 0
+
+            def _close(self, trainer: Any) -> None:
+                if s.device == "cuda":
+                    torch.cuda.synchronize()
+                now = (time.perf_counter(), time.process_time())
+                if self._start is not None and trainer.current_epoch - 1 >= warmup_epochs:
+                    rw, rc, steps = self._raw
+                    self.epochs.append((now[0] - self._start[0] - rw,
+                                        now[1] - self._start[1] - rc, rw, rc, steps))
+                self._start = now
+
+            def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+                self._close(trainer)
+
+            def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+                self._raw = self.raw.epoch()
+
+            def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+                self._close(trainer)
+
+            def per_step(self) -> tuple[float, float]:
+                steps = sum(e[4] for e in self.epochs)
+                return (sum(e[0] for e in self.epochs) / steps,
+                        sum(e[1] for e in self.epochs) / steps)
+
+        return _Paired()
+
+
 class StepClock:
     """perf_counter at each on_train_batch_start and after the last batch (a Lightning callback):
     the timed span includes every epoch boundary but the last (the raw loop's too)."""
@@ -155,7 +239,8 @@ class StepClock:
         return _Clock()
 
 
-def run_lightning(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float], int]:
+def run_lightning(s: Setup, warmup: int, out: Path,
+                  clock: Any = None) -> tuple[tuple[float, float], int]:
     import lightning.pytorch as L
     import torch.nn.functional as F
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -177,7 +262,7 @@ def run_lightning(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float]
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     loader = DataLoader(TensorDataset(s.x, s.y), batch_size=s.batch_size, shuffle=True)
-    clock = StepClock(warmup)
+    clock = clock or StepClock(warmup)
     gpu = {"accelerator": "gpu", "precision": "bf16-mixed"} if s.device == "cuda" else \
         {"accelerator": "cpu"}
     trainer = L.Trainer(max_epochs=s.epochs, devices=1, callbacks=[clock], **gpu,
@@ -185,10 +270,11 @@ def run_lightning(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float]
                         log_every_n_steps=10, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(Plain(s.model()), train_dataloaders=loader)
-    return clock.per_step(), len(clock.starts)
+    return clock.per_step(), len(getattr(clock, "starts", ()))
 
 
-def run_losslab(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float], int]:
+def run_losslab(s: Setup, warmup: int, out: Path,
+                clock: Any = None) -> tuple[tuple[float, float], int]:
     """The default run as `python train.py` builds it (losslab.run's own builders)."""
     from losslab.builders import instantiate_group
     from losslab.run import build_task, build_trainer
@@ -196,11 +282,11 @@ def run_losslab(s: Setup, warmup: int, out: Path) -> tuple[tuple[float, float], 
     cfg = compose_default(out, s.extra, s.epochs)
     task, dm = build_task(cfg)
     task.model.load_state_dict(s.model0.state_dict())
-    clock = StepClock(warmup)
+    clock = clock or StepClock(warmup)
     callbacks = [*instantiate_group(cfg.get("callbacks"), "callback"), clock]
     trainer = build_trainer(cfg, callbacks, instantiate_group(cfg.get("logger"), "logger"))
     trainer.fit(task, datamodule=dm)
-    return clock.per_step(), len(clock.starts)
+    return clock.per_step(), len(getattr(clock, "starts", ()))
 
 
 def run_variant(variant: str, s: Setup, warmup: int, out: Path) -> tuple[float, float]:
@@ -279,9 +365,9 @@ def measure_memory(epochs: int, s: Setup) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=5, help="timed epochs per fit: 4 x reps (>= 8)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of the --memory runs")
+    parser.add_argument("--warmup-epochs", type=int, default=2, help="untimed epochs first")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: the GPU comparison (a wider CNN, bf16, batch 512)")
@@ -291,7 +377,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--memory-child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--setup-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--verbose", action="store_true", help="print every rep")
     parser.add_argument("overrides", nargs="*", help="extra overrides for (c) (ablations)")
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -302,38 +387,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     quiet()
     variants = args.variant or list(VARIANTS)
-    s = Setup(args.epochs, args.overrides, args.device)
-    times: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    fits = [v for v in variants if v != "raw"] or ["losslab"]  # each hosts the (a) epochs
+    timed = max(8, 4 * args.reps)
+    s = Setup(args.warmup_epochs + timed, args.overrides, args.device)
+    paired: dict[str, list[tuple[float, float, float, float, int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for v in variants:  # warm-up: imports, allocator, TensorBoard
-            run_variant(v, Setup(1, args.overrides, args.device), 1, Path(tmp) / f"warm-{v}")
-        for rep in range(args.reps):
-            for v in (variants if rep % 2 == 0 else variants[::-1]):
-                times[v].append(run_variant(v, s, args.warmup, Path(tmp) / f"{v}-{rep}"))
-                if args.verbose:
-                    import threading
-                    print(f"  rep {rep} {v}: {1e3 * times[v][-1][0]:.2f} ms/step, threads "
-                          f"{[t.name for t in threading.enumerate()]}", flush=True)
-    steps = args.epochs * s.steps_per_epoch - args.warmup
+        for v in fits:
+            clock = PairedEpochs(s, args.warmup_epochs)
+            run = run_lightning if v == "lightning" else run_losslab
+            run(s, 0, Path(tmp) / v, clock)
+            paired[v] = clock.epochs
     model = "default MNIST-1D MLP" if args.device == "cpu" else "MNIST-1D CNN 128-256-256, bf16"
-    print(f"framework overhead ({args.device}): {model}, batch {s.batch_size}, {args.epochs} "
-          f"epochs ({steps} timed steps) x {args.reps} reps, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); wall ms/step median (min-max) | CPU ms/step")
-    results: dict[str, Any] = {"steps_timed": steps, "reps": args.reps, "variants": {}}
-    for v in variants:
-        ms = [1e3 * t[0] for t in times[v]]
-        cpu = statistics.median(1e3 * t[1] for t in times[v])
-        row: dict[str, Any] = {"ms_per_step": statistics.median(ms), "min": min(ms),
-                               "max": max(ms), "steps_per_s": 1e3 / statistics.median(ms),
-                               "samples_per_s": 1e3 * s.batch_size / statistics.median(ms),
-                               "cpu_ms_per_step": cpu}
+    print(f"framework overhead ({args.device}): {model}, batch {s.batch_size}, {timed} timed "
+          f"epochs of {s.steps_per_epoch} steps per fit, each paired with a plain-loop epoch; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); wall ms/step median "
+          "(min-max) | CPU ms/step")
+    results: dict[str, Any] = {"epochs_timed": timed, "steps_per_epoch": s.steps_per_epoch,
+                               "reps": args.reps, "variants": {}}
+
+    def row_of(walls: list[float], cpus: list[float]) -> dict[str, Any]:
+        ms = statistics.median(walls)
+        return {"ms_per_step": ms, "min": min(walls), "max": max(walls), "steps_per_s": 1e3 / ms,
+                "samples_per_s": 1e3 * s.batch_size / ms, "cpu_ms_per_step":
+                statistics.median(cpus)}
+
+    raw_epochs = [e for v in fits for e in paired[v]]
+    rows = {"raw": row_of([1e3 * e[2] / e[4] for e in raw_epochs],
+                          [1e3 * e[3] / e[4] for e in raw_epochs])}
+    for v in fits:
+        eps = paired[v]
+        rows[v] = row_of([1e3 * e[0] / e[4] for e in eps], [1e3 * e[1] / e[4] for e in eps])
+        rows[v]["ratio_to_raw"] = statistics.median(e[0] / e[2] for e in eps)
+        rows[v]["cpu_ratio_to_raw"] = statistics.median(e[1] / e[3] for e in eps)
+        rows[v]["ratio_of_sums"] = sum(e[0] for e in eps) / sum(e[2] for e in eps)
+    for v in ("raw", *fits):
+        row = rows[v]
         line = (f"  {LABELS[v]:34s} {row['ms_per_step']:6.2f} ({row['min']:.2f}-"
-                f"{row['max']:.2f}) | {cpu:6.2f}  {row['steps_per_s']:6.1f} steps/s")
-        if "raw" in times and v != "raw":
-            for k, key in ((0, "ratio_to_raw"), (1, "cpu_ratio_to_raw")):
-                row[key] = statistics.median(
-                    a[k] / b[k] for a, b in zip(times[v], times["raw"], strict=True))
-            line += f"   {row['ratio_to_raw']:.2f}x (a) | CPU {row['cpu_ratio_to_raw']:.2f}x"
+                f"{row['max']:.2f}) | {row['cpu_ms_per_step']:6.2f}  "
+                f"{row['steps_per_s']:6.1f} steps/s")
+        if v != "raw":
+            line += (f"   {row['ratio_to_raw']:.2f}x (a) | CPU {row['cpu_ratio_to_raw']:.2f}x "
+                     f"| summed {row['ratio_of_sums']:.2f}x")
         results["variants"][v] = row
         print(line)
     if args.memory:

@@ -39,7 +39,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from losslab.builders import instantiate_group
-from losslab.callbacks.group import iter_callbacks
+from losslab.callbacks.group import group_callbacks, iter_callbacks
 from losslab.run import build_task, build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,12 +143,15 @@ def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: li
     switch = EpochSwitch([], [], clock, warmup, epochs)
     trainer = build_trainer(cfg, [switch, *callbacks],
                             instantiate_group(cfg.get("logger"), "logger"))
-    # the gradient callbacks as the trainer holds them (grouped into one CallbackGroup)
+    # the gradient callbacks, grouped as a run groups them (without the LR monitor, which a run
+    # groups with them and which both variants keep)
     names = ("GradMonitor", "GradHealth", "GradClip")
-    switch.grad = [cb for cb in trainer.callbacks
-                   if any(type(m).__name__ in names for m in iter_callbacks([cb]))]
-    assert list(iter_callbacks(switch.grad)), "no gradient callback to measure"
-    switch.base = [cb for cb in trainer.callbacks if cb not in switch.grad]  # + Lightning's own
+    flat = list(iter_callbacks(trainer.callbacks))  # + Lightning's own
+    grad = [cb for cb in flat if type(cb).__name__ in names]
+    assert grad, "no gradient callback to measure"
+    switch.grad = group_callbacks(grad)
+    switch.base = [cb for cb in flat if cb not in grad]
+    trainer.callbacks = [*switch.base, *switch.grad]
     trainer.fit(task, datamodule=dm)
     return switch.epochs
 

@@ -76,7 +76,7 @@ def test_default_run_groups_the_gradient_callbacks(make_cfg) -> None:
     groups = [cb for cb in trainer.callbacks if isinstance(cb, CallbackGroup)]
     assert len(groups) == 1
     names = [type(m).__name__ for m in groups[0].members]
-    assert names == ["GradMonitor", "GradHealth", "GradClip"]
+    assert names == ["LearningRateMonitor", "GradMonitor", "GradHealth", "GradClip"]
     assert isinstance(find_callback(trainer, GradHealth), GradHealth)
     assert isinstance(find_callback(trainer, GradMonitor), GradMonitor)
 

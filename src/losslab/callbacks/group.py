@@ -3,12 +3,13 @@
 Lightning calls every hook on every callback, whether it overrides the hook or not, and wraps
 each call in a profiler context with a formatted name: ~10 Python calls per callback per hook,
 six hooks per training step. The three gradient callbacks (GradMonitor, GradHealth, GradClip:
-the ones that run on every step) are therefore grouped by `group_callbacks` when the Trainer is
-built: Lightning dispatches each hook once, to the group, which calls only the members that
-override it, in their configured order. Nothing else changes: each member keeps its own
-config entry (`callbacks.grad_health.*`), its state in checkpoints (the group's state is
-`{member.state_key: member.state_dict()}`), and its hooks run in the same order as before
-(only consecutive groupable callbacks are grouped). `find_callback(trainer, GradHealth)` finds a
+the ones that run on every step), with Lightning's LearningRateMonitor next to them, are
+therefore grouped by `group_callbacks` when the Trainer is built: Lightning dispatches each
+hook once, to the group, which calls only the members that override it, in their configured
+order. Nothing else changes: each member keeps its own config entry
+(`callbacks.grad_health.*`), its state in checkpoints (the group's state is
+`{member.state_key: member.state_dict()}`), and its hooks run in the same order as before (only
+consecutive groupable callbacks are grouped). `find_callback(trainer, GradHealth)` finds a
 callback inside or outside a group.
 """
 
@@ -70,8 +71,13 @@ for _hook in HOOKS:
 
 
 def groupable(callback: Any) -> bool:
-    """Callbacks that opt in with a class attribute `groupable = True` (the gradient ones)."""
-    return getattr(type(callback), "groupable", False) is True
+    """Callbacks that opt in with a class attribute `groupable = True` (the gradient ones), and
+    Lightning's LearningRateMonitor (which Lightning never looks up by type, unlike checkpoint,
+    progress-bar, model-summary and early-stopping callbacks)."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    return getattr(type(callback), "groupable", False) is True \
+        or type(callback) is LearningRateMonitor
 
 
 def group_callbacks(callbacks: Iterable[Any]) -> list[Any]:

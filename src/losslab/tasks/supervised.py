@@ -3,6 +3,7 @@ and scheduler configuration, and logs torchmetrics per split."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning.pytorch as L
@@ -62,6 +63,10 @@ class SupervisedTask(L.LightningModule):
         return self.model(x)
 
     # -- per-step overhead ----------------------------------------------------------------------
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _cache_signature(cls.training_step)
+
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets `_current_fx_name` twice around every hook call (~50 times a step);
         # nn.Module.__setattr__ checks each value against Parameter/Module/Tensor first.
@@ -293,3 +298,13 @@ def needs_graph_closure(name: str | None) -> bool:
     if not name or name not in OPTIMIZERS:
         return False
     return OPTIMIZERS.canonical(name) == "natural_gradient"
+
+
+def _cache_signature(fn: Any) -> None:
+    """Lightning reads training_step's signature (`inspect.getfullargspec`) on every step to see
+    whether it takes batch_idx: a cached `__signature__` makes that ~3x cheaper."""
+    if getattr(fn, "__signature__", None) is None:
+        fn.__signature__ = inspect.signature(fn)
+
+
+_cache_signature(SupervisedTask.training_step)
