@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m compileall -q src scripts   # bytecode now, also where PYTHONDONTWRITEBYTECODE is set
 	touch $(STAMP)
 
 train: install
