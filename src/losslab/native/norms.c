@@ -4,25 +4,15 @@
  * double (as torch's CPU reductions do), so no float32 overflow below ~1.8e19 per element;
  * NaN / Inf entries give NaN / Inf norms, as torch.linalg.vector_norm does.
  *
- *   norms_f32(ptrs, lens, count, out):       out[t] = sqrt(sum_i x_t[i]^2)
- *   grouped_norms_f32(..., group, groups, out): the same, then the total and per-group norms
+ *   grouped_norms_f32(ptrs, lens, count, group, groups, out): out[t] = sqrt(sum_i x_t[i]^2),
+ *                                            then the total and per-group norms
  *   diff_norms_f32(a, b, lens, count, out):  out[t] = sqrt(sum_i (a_t[i] - b_t[i])^2) and
  *                                            out[count + t] = sqrt(sum_i a_t[i]^2): one read
  *                                            of both arrays (update / weight norms).
  */
 #include <math.h>
 #include <stdint.h>
-
-#define DEFINE_NORMS(NAME, T)                                                                  \
-  void NAME(const T *const *ptrs, const int64_t *lens, int64_t count, float *out) {            \
-    for (int64_t t = 0; t < count; t++) {                                                      \
-      const T *x = ptrs[t];                                                                    \
-      double acc = 0.0;                                                                        \
-      _Pragma("omp simd reduction(+:acc)")                                                     \
-      for (int64_t i = 0; i < lens[t]; i++) acc += (double)x[i] * (double)x[i];                \
-      out[t] = (float)sqrt(acc);                                                               \
-    }                                                                                          \
-  }
+#include <stdlib.h>
 
 /* grouped_norms: out[t] = ||x_t|| (t < count), out[count] = sqrt(sum_t ||x_t||^2) (the total),
  * out[count + 1 + g] = sqrt(sum over t in group g of ||x_t||^2) (a layer's norm). */
@@ -30,8 +20,11 @@
   void NAME(const T *const *ptrs, const int64_t *lens, int64_t count, const int64_t *group,    \
             int64_t groups, float *out) {                                                      \
     double total = 0.0;                                                                        \
-    double sums[groups > 0 ? groups : 1];                                                      \
-    for (int64_t g = 0; g < groups; g++) sums[g] = 0.0;                                        \
+    double *sums = calloc(groups > 0 ? (size_t)groups : 1, sizeof(double));                   \
+    if (sums == NULL) { /* no memory: report NaN rather than fail */                           \
+      for (int64_t t = 0; t <= count + groups; t++) out[t] = NAN;                              \
+      return;                                                                                  \
+    }                                                                                          \
     for (int64_t t = 0; t < count; t++) {                                                      \
       const T *x = ptrs[t];                                                                    \
       double acc = 0.0;                                                                        \
@@ -43,6 +36,7 @@
     }                                                                                          \
     out[count] = (float)sqrt(total);                                                           \
     for (int64_t g = 0; g < groups; g++) out[count + 1 + g] = (float)sqrt(sums[g]);            \
+    free(sums);                                                                                \
   }
 
 #define DEFINE_DIFF_NORMS(NAME, T)                                                             \
@@ -62,8 +56,6 @@
     }                                                                                          \
   }
 
-DEFINE_NORMS(norms_f32, float)
-DEFINE_NORMS(norms_f64, double)
 DEFINE_GROUPED_NORMS(grouped_norms_f32, float)
 DEFINE_GROUPED_NORMS(grouped_norms_f64, double)
 DEFINE_DIFF_NORMS(diff_norms_f32, float)

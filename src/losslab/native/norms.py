@@ -87,14 +87,11 @@ def norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) -> Tenso
     """[len(tensors)] float32 tensor of L2 norms (accumulated in float64), or None.
     `numels`, the tensors' sizes when the caller knows them (a fixed layout), saves a call per
     tensor."""
-    suffix = _eligible(tensors) if tensors else None
-    fn = None if suffix is None else _function(f"norms_{suffix}")
-    if fn is None:
+    if not tensors:
         return None
-    out = torch.empty(len(tensors), dtype=torch.float32)
-    lens = _lengths(numels if numels is not None else tuple([t.numel() for t in tensors]))
-    fn(_pointers(tensors), lens, ctypes.c_int64(len(tensors)), ctypes.c_void_p(out.data_ptr()))
-    return out
+    sizes = numels if numels is not None else tuple([t.numel() for t in tensors])
+    out = grouped_norms(tensors, sizes, (0,) * len(tensors), 1)
+    return None if out is None else out[:len(tensors)]
 
 
 def diff_norms(a: list[Tensor], b: list[Tensor]) -> tuple[Tensor, Tensor] | None:
