@@ -72,3 +72,32 @@ def test_histogram_edge_cases(tmp_path: Path) -> None:
     assert event.step == 3 and event.histogram_value.num == 100
     assert event.histogram_value.bucket == [10.0] * 10
     assert "bad" not in acc.Tags()["histograms"]
+
+
+def test_scalar_rows_share_one_lookup_and_keep_step_order(tmp_path: Path) -> None:
+    from losslab.callbacks.tensorboard import log_scalar_rows
+
+    tb = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    csv = CSVLogger(str(tmp_path), name="csv", version="")
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[tb, csv])
+    log_scalar_rows(trainer, ("a", "b"), [(s, [float(s), -float(s)]) for s in range(4)])
+    tb.experiment.flush()
+    csv.save()
+    acc = read(tmp_path / "tb")
+    assert [(e.step, e.value) for e in acc.Scalars("b")] == [(s, -float(s)) for s in range(4)]
+    assert "a" in (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_monitor_writes_every_step_in_order(make_cfg, tmp_path: Path) -> None:
+    """Steps with update ratios (more tags) in between keep grad/norm_total in step order, so
+    TensorBoard never sees a step go back (it would drop the later ones as orphaned)."""
+    from losslab.run import train
+
+    cfg = make_cfg("debug=limit", "test=false", "trainer.log_every_n_steps=1",
+                   "callbacks.grad_monitor.update_ratio_every_n_steps=3")
+    train(cfg)
+    acc = read(tmp_path / "run" / "tensorboard")
+    steps = [e.step for e in acc.Scalars("grad/norm_total")]
+    assert steps == list(range(len(steps))) and len(steps) >= 6
+    ratio_steps = [e.step for e in acc.Scalars("grad/update_ratio/model.head")]
+    assert ratio_steps and all((s + 1) % 3 == 0 for s in ratio_steps)

@@ -58,6 +58,7 @@ from losslab.callbacks.heatmap import NormHeatmap, fast_image, labelled_image
 from losslab.callbacks.tensorboard import (  # noqa: F401 (log_scalars: re-exported)
     log_histogram,
     log_image,
+    log_scalar_rows,
     log_scalars,
     tensorboard_writers,
     use_fast_tensorboard_crc,
@@ -117,7 +118,7 @@ class GradMonitor(Callback):
         self.custom_layout, self.fast_crc = custom_layout, fast_crc
         self.update_ratio_every_n_steps = update_ratio_every_n_steps
         self.tracker = UpdateTracker()
-        self._tag_cache: dict[tuple[tuple[str, ...], bool, bool], list[str]] = {}
+        self._tag_cache: dict[tuple[tuple[str, ...], bool, bool], tuple[str, ...]] = {}
         self._pending: tuple[int, GradStats, bool, bool] | None = None
         # (step, layer names, logged norms?, measured ratios?, parts: host floats or tensors)
         self._buffer: list[tuple[int, tuple[str, ...], bool, bool, list[Any]]] = []
@@ -202,6 +203,7 @@ class GradMonitor(Callback):
         tensors = [p for b in buffered for p in b[4] if isinstance(p, torch.Tensor)]
         flat = torch.cat(tensors).tolist() if tensors else []  # the one host transfer
         start = 0
+        runs: list[tuple[tuple[str, ...], list[tuple[int, list[float]]]]] = []  # in step order
         for step, names, log_now, measured, parts in buffered:
             values: list[float] = []
             for part in parts:  # host floats (CPU) or device tensors, in order
@@ -211,9 +213,13 @@ class GradMonitor(Callback):
                     values += flat[start:start + part.numel()]
                     start += part.numel()
             tags = self._tags(names, log_now, measured)
-            log_scalars(trainer, dict(zip(tags, values, strict=True)), step)
+            if not runs or runs[-1][0] != tags:  # consecutive steps with the same tags share
+                runs.append((tags, []))          # one writer lookup
+            runs[-1][1].append((step, values))
             if log_now and self.per_layer:
                 self._remember(step, names, values[1:1 + len(names)])
+        for tags, rows in runs:
+            log_scalar_rows(trainer, tags, rows)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -239,7 +245,7 @@ class GradMonitor(Callback):
             self.log_heatmap(trainer, labelled=True)
 
     # -- pieces --------------------------------------------------------------------------------
-    def _tags(self, names: tuple[str, ...], log_now: bool, measured: bool) -> list[str]:
+    def _tags(self, names: tuple[str, ...], log_now: bool, measured: bool) -> tuple[str, ...]:
         """Metric names in the order of the values in `on_train_batch_end` (cached)."""
         key = (names, log_now, measured)
         if key not in self._tag_cache:
@@ -251,7 +257,7 @@ class GradMonitor(Callback):
             if measured:
                 tags += [f"weight/norm/{k}" for k in names]
                 tags += [f"grad/update_ratio/{k}" for k in names]
-            self._tag_cache[key] = tags
+            self._tag_cache[key] = tuple(tags)
         return self._tag_cache[key]
 
     def _remember(self, step: int, names: tuple[str, ...], norms: list[float]) -> None:

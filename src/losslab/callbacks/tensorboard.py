@@ -53,18 +53,30 @@ def _scalar_event(writer: Any, tags: tuple[str, ...]) -> tuple[Any, Any, Any] | 
 
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
     """Log scalars to every logger (global rank zero only); TensorBoard gets one event."""
-    if not metrics or not trainer.is_global_zero:
+    if metrics:
+        log_scalar_rows(trainer, tuple(metrics), [(step, list(metrics.values()))])
+
+
+def log_scalar_rows(trainer: L.Trainer, tags: tuple[str, ...],
+                    rows: list[tuple[int, list[float]]]) -> None:
+    """Several steps' values of the same tags: one TensorBoard event per step (a reused proto,
+    refilled), the loggers and writers looked up once for all of them."""
+    if not rows or not tags or not trainer.is_global_zero:
         return
     for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            cached = _scalar_event(logger.experiment, tuple(metrics))
-            if cached is not None:
-                file_writer, event, slots = cached
-                for slot, value in zip(slots, metrics.values(), strict=True):
-                    slot.simple_value = float(value)
-                file_writer.add_event(event, step, time.time())  # serialised right away
-                continue
-        logger.log_metrics(metrics, step=step)
+        cached = _scalar_event(logger.experiment, tags) \
+            if isinstance(logger, TensorBoardLogger) else None
+        if cached is None:
+            for step, values in rows:
+                logger.log_metrics(dict(zip(tags, values, strict=True)), step=step)
+            continue
+        _, event, slots = cached
+        add_event = cached[0].event_writer.add_event  # serialises the event right away
+        for step, values in rows:
+            for slot, value in zip(slots, values, strict=True):
+                slot.simple_value = value
+            event.step, event.wall_time = step, time.time()
+            add_event(event)
 
 
 def histogram_stats(values: Tensor, bins: int = 64) -> dict[str, Any] | None:
