@@ -79,19 +79,23 @@ class Loss(nn.Module):
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         """The 'mean' / 'sum' value; override to use a torch built-in's fused reduction."""
-        return reduce(self.per_sample(pred, target), self.reduction)
+        return reduce(self.per_sample(pred, target), reduction)
 
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+    def forward(self, pred: Tensor, target: Tensor, reduction: str | None = None) -> Tensor:
+        """The loss with this loss's reduction, or with `reduction` for this call (the task asks
+        for 'mean' when no sample weights apply: a built-in's fused mean is cheaper than
+        reducing its per-sample output)."""
+        reduction = reduction or self.reduction
         if pred.dtype in _HALF:  # mixed precision: losses (logs, exps, sums) are taken in fp32
             pred = pred.float()
         if not self._shapes_checked:
             self.check_shapes(pred, target)
             self._shapes_checked = True
         try:
-            if self.reduction != "none":
-                return self.reduced(pred, target)
+            if reduction != "none":
+                return self.reduced(pred, target, reduction)
             out = self.per_sample(pred, target)
         except _TORCH_INPUT_ERRORS as err:
             self._raise_user_error(pred, target, err)

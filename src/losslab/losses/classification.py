@@ -95,9 +95,9 @@ class BCELoss(Loss):
         z, y, pw = self._inputs(pred, target)
         return F.binary_cross_entropy_with_logits(z, y, pos_weight=pw, reduction="none")
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         z, y, pw = self._inputs(pred, target)
-        return F.binary_cross_entropy_with_logits(z, y, pos_weight=pw, reduction=self.reduction)
+        return F.binary_cross_entropy_with_logits(z, y, pos_weight=pw, reduction=reduction)
 
 
 @LOSSES.register("ce", aliases=("cross_entropy", "categorical_cross_entropy"))
@@ -168,12 +168,12 @@ class CrossEntropyLoss(Loss):
         entropy = -(logp.exp() * logp).sum(-1)
         return loss - self.confidence_penalty * entropy
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         if self.confidence_penalty:
-            return super().reduced(pred, target)
+            return super().reduced(pred, target, reduction)
         z, t, w = self._inputs(pred, target)
-        if w is None or self.reduction == "sum":
-            return F.cross_entropy(z, t, weight=w, reduction=self.reduction,
+        if w is None or reduction == "sum":
+            return F.cross_entropy(z, t, weight=w, reduction=reduction,
                                    label_smoothing=self.label_smoothing)
         total = F.cross_entropy(z, t, weight=w, reduction="sum",
                                 label_smoothing=self.label_smoothing)
@@ -249,8 +249,8 @@ class FocalLoss(Loss):
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         return self._focal(pred, target, "none")
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self._focal(pred, target, self.reduction)
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return self._focal(pred, target, reduction)
 
     def _focal(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         z = as_vector(pred)
@@ -315,11 +315,11 @@ class HingeLoss(Loss):
         h = torch.relu(torch.addcmul(torch.full_like(z, self.margin), y, z, value=-1.0))
         return h.square() if self.squared else h
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         if pred.dim() == 2 and pred.shape[1] > 1:
             return F.multi_margin_loss(pred, labels_long(target), p=2 if self.squared else 1,
-                                       margin=self.margin, reduction=self.reduction)
-        return super().reduced(pred, target)
+                                       margin=self.margin, reduction=reduction)
+        return super().reduced(pred, target, reduction)
 
 
 @LOSSES.register("kl", aliases=("kl_div", "kl_divergence", "distillation"))
@@ -371,8 +371,8 @@ class KLDivLoss(Loss):
         loss = F.kl_div(logp, q, reduction="none").sum(-1)
         return loss * self.factor if self.factor != 1.0 else loss
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         logp, q = self._inputs(pred, target)
-        red = "batchmean" if self.reduction == "mean" else "sum"
+        red = "batchmean" if reduction == "mean" else "sum"
         loss = F.kl_div(logp, q, reduction=red)
         return loss * self.factor if self.factor != 1.0 else loss

@@ -43,8 +43,8 @@ class MSELoss(RegressionLoss):
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(*self.pair(pred, target), reduction="none")
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(*self.pair(pred, target), reduction=self.reduction)
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return F.mse_loss(*self.pair(pred, target), reduction=reduction)
 
 
 @LOSSES.register("mae", aliases=("l1", "mean_absolute_error"))
@@ -58,8 +58,8 @@ class MAELoss(RegressionLoss):
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.l1_loss(*self.pair(pred, target), reduction="none")
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
-        return F.l1_loss(*self.pair(pred, target), reduction=self.reduction)
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return F.l1_loss(*self.pair(pred, target), reduction=reduction)
 
 
 @LOSSES.register("huber")
@@ -79,8 +79,8 @@ class HuberLoss(RegressionLoss):
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.huber_loss(*self.pair(pred, target), reduction="none", delta=self.delta)
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
-        return F.huber_loss(*self.pair(pred, target), reduction=self.reduction, delta=self.delta)
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return F.huber_loss(*self.pair(pred, target), reduction=reduction, delta=self.delta)
 
 
 @LOSSES.register("smooth_l1")
@@ -99,8 +99,8 @@ class SmoothL1Loss(RegressionLoss):
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         return F.smooth_l1_loss(*self.pair(pred, target), reduction="none", beta=self.beta)
 
-    def reduced(self, pred: Tensor, target: Tensor) -> Tensor:
-        return F.smooth_l1_loss(*self.pair(pred, target), reduction=self.reduction,
+    def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return F.smooth_l1_loss(*self.pair(pred, target), reduction=reduction,
                                 beta=self.beta)
 
 

@@ -114,11 +114,11 @@ class SupervisedTask(L.LightningModule):
         """The training loss of one batch (logged) and the model outputs."""
         x, y, idx = batch
         out = self.model(x)
-        per_sample = self.loss_fn(out, y)
         if self.sample_weight_fn is not None:
+            per_sample = self.loss_fn(out, y)
             data_loss = (self.sample_weight_fn(idx, per_sample.detach()) * per_sample).mean()
-        else:
-            data_loss = per_sample.mean()
+        else:  # = the per-sample mean, through the built-in's fused reduction
+            data_loss = self.loss_fn(out, y, reduction="mean")
         terms = self.regularization_terms()
         if self.augment is not None:
             terms["consistency"] = self.consistency_weight * consistency_term(
