@@ -291,3 +291,24 @@ def test_half_precision_inputs_under_autocast(name: str) -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert pred.grad.dtype == torch.bfloat16 and torch.isfinite(pred.grad).all()
+
+
+def test_two_argument_reduced_overrides_keep_working() -> None:
+    """A user loss written for reduced(pred, target) is used for its own reduction; another
+    per-call reduction reduces per_sample."""
+    from losslab.losses.regression import MSELoss
+
+    calls = []
+
+    class Mine(MSELoss):
+        def reduced(self, pred, target):
+            calls.append(self.reduction)
+            return self.per_sample(pred, target).mean() * 1.0
+
+    pred, target = torch.randn(6), torch.randn(6)
+    mine = Mine(reduction="mean")
+    torch.testing.assert_close(mine(pred, target), torch.nn.functional.mse_loss(pred, target))
+    assert calls == ["mean"]
+    torch.testing.assert_close(mine(pred, target, reduction="sum"),
+                               torch.nn.functional.mse_loss(pred, target, reduction="sum"))
+    assert calls == ["mean"]  # the sum came from per_sample, not the override

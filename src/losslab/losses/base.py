@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import ClassVar, Literal
 
@@ -48,8 +49,9 @@ class Loss(nn.Module):
       outputs_per_sample    model outputs per sample a regression loss needs (1, len(quantiles),
                             2 for gaussian_nll); None where the data decides (classes, embedding).
 
-    Subclasses backed by a torch built-in may override `reduced` to use the built-in's fused
-    reduction; it must equal `reduce(per_sample(...), reduction)` (the tests check this).
+    Subclasses backed by a torch built-in may override `reduced(pred, target, reduction)` to use
+    the built-in's fused reduction; it must equal `reduce(per_sample(...), reduction)` (the tests
+    check this). The older `reduced(pred, target)` form still works (see `__init_subclass__`).
     """
 
     kind: ClassVar[Kind] = "regression"
@@ -78,6 +80,23 @@ class Loss(nn.Module):
 
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """A subclass written for the two-argument `reduced(pred, target)` (which reduces with
+        `self.reduction`) keeps working: it is used for that reduction, and a different
+        per-call reduction reduces `per_sample` instead."""
+        super().__init_subclass__(**kwargs)
+        old = cls.__dict__.get("reduced")
+        if old is None or len(inspect.signature(old).parameters) != 3:
+            return
+
+        def reduced(self: Loss, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
+            if reduction == self.reduction:
+                return old(self, pred, target)
+            return reduce(self.per_sample(pred, target), reduction)
+
+        reduced.__doc__ = old.__doc__
+        cls.reduced = reduced  # type: ignore[method-assign]
 
     def reduced(self, pred: Tensor, target: Tensor, reduction: str) -> Tensor:
         """The 'mean' / 'sum' value; override to use a torch built-in's fused reduction."""
