@@ -138,7 +138,7 @@ def run_raw(s: Setup, warmup: int) -> tuple[tuple[float, float], int]:
 class RawLoop:
     """The plain PyTorch loop, one epoch at a time (its own model copy, optimizer, schedule)."""
 
-    def __init__(self, s: Setup, epochs: int) -> None:
+    def __init__(self, s: Setup) -> None:
         self.s = s
         self.model = s.model()
         self.model.train()
@@ -180,7 +180,7 @@ class PairedEpochs:
 
         class _Paired(L.Callback):
             def __init__(self) -> None:
-                self.raw = RawLoop(s, s.epochs)
+                self.raw = RawLoop(s)
                 self.epochs: list[tuple[float, float, float, float, int]] = []
                 self._start: tuple[float, float] | None = None
                 self._raw: tuple[float, float, int] = (0.0, 0.0, 0)
