@@ -230,6 +230,34 @@ def test_norms_non_finite_and_large_values() -> None:
     assert torch.isnan(ours[1]) and torch.isinf(ours[2])
 
 
+def test_float32_blocks_are_exact_enough_and_rescue_overflow() -> None:
+    """float32 sums per 2048-entry block, blocks summed in double: lengths across block edges
+    match a float64 reference to float32 rounding; a block whose float32 sum overflows (entries
+    ~1e18) is redone in double, in the norms and in the update norms."""
+    g = torch.Generator().manual_seed(5)
+    tensors = [torch.randn(n, generator=g) * 3 for n in (2047, 2048, 2049, 3 * 2048 + 5, 70001)]
+    ref = torch.stack([t.double().norm() for t in tensors]).float()
+    torch.testing.assert_close(native_norms.norms(tensors), ref, rtol=3e-7, atol=0)
+    loud = torch.randn(5000, generator=g)
+    loud[4000:4010] = 1e18  # 10 squares of 1e36 overflow a float32 block sum
+    expected = loud.double().norm().item()
+    assert native_norms.norms([loud])[0].item() == pytest.approx(expected, rel=1e-6)
+    delta, weight = native_norms.diff_norms([loud], [torch.zeros(5000)])
+    assert weight[0].item() == pytest.approx(expected, rel=1e-6)
+    assert delta[0].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_copy_many_copies_or_declines() -> None:
+    src = [torch.randn(300, 7), torch.randn(5), torch.randn(0)]
+    dst = [torch.empty_like(t) for t in src]
+    assert native_norms.copy(dst, src)
+    for a, b in zip(dst, src, strict=True):
+        assert torch.equal(a, b)
+    assert not native_norms.copy([torch.empty(3)], [torch.empty(4)])  # sizes differ
+    assert not native_norms.copy([torch.empty(3)], [torch.empty(3, dtype=torch.float64)])
+    assert not native_norms.copy([torch.empty(4, 4)], [torch.empty(4, 4).t()])
+
+
 def test_grad_stats_torch_path_equals_native(monkeypatch: pytest.MonkeyPatch) -> None:
     from losslab.callbacks import grad_stats as gs
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from losslab.callbacks.grad_stats import GradStats, foreach_norms, grad_stats, reset_layout
 from losslab.callbacks.tensorboard import log_scalars
+from losslab.callbacks.trainer_reads import forget, global_step
 from losslab.errors import UserError, check_choice, check_range
 
 ClipMode = Literal["none", "norm", "value", "per_param_norm", "agc", "auto"]
@@ -200,6 +201,8 @@ class GradClip(Callback):
         return int(self.log_every_n_steps or trainer.log_every_n_steps or 0)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            forget(trainer)
         if stage != "fit" or not self.clipper.active:
             return
         if trainer.gradient_clip_val:
@@ -230,12 +233,12 @@ class GradClip(Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: Any) -> None:
         every = self._every(trainer)
-        self.clipper.measure_after = bool(every) and (trainer.global_step + 1) % every == 0
+        self.clipper.measure_after = bool(every) and (global_step(trainer) + 1) % every == 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         every = self._every(trainer)
-        step = trainer.global_step - 1  # the step just taken
+        step = global_step(trainer) - 1  # the step just taken
         if not self.clipper.active or not every or (step + 1) % every \
                 or self.clipper.last_step != step:
             return

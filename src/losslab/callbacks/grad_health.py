@@ -61,6 +61,7 @@ from torch import Tensor
 
 from losslab.callbacks.grad_stats import grad_stats, reset_layout
 from losslab.callbacks.tensorboard import log_scalars
+from losslab.callbacks.trainer_reads import forget, global_step
 from losslab.errors import UserError, check_choice, check_range
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ class GradHealth(Callback):
         self._reset()
         self.path = Path(trainer.default_root_dir) / self.filename
         reset_layout(pl_module)
+        forget(trainer)
         if not self.per_step:
             return
         from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -267,17 +269,17 @@ class GradHealth(Callback):
         stats = grad_stats(pl_module)
         if stats is None:
             return
-        step = trainer.global_step
+        step = global_step(trainer)
         if stats.layer_names != self._names:
             if self._window:  # the set of layers with gradients changed: judge the old rows
                 self._flush(trainer, pl_module, check=False)
             self._names = stats.layer_names
-        loss = self._loss if self._loss is not None else stats.param_grad_norms.new_zeros(())
+        loss = self._loss if self._loss is not None else torch.zeros((), device=stats.device)
         self._loss = None
         if loss.numel() != 1:
             loss = loss.detach().float().sum()
         row: list[float] | Tensor  # [||g||, ||g_layer||..., loss]
-        if stats.param_grad_norms.is_cpu:  # reading CPU memory is no sync: floats right away
+        if stats.on_cpu:  # reading CPU memory is no sync: floats right away
             row = [*stats.host_row(), loss.item()]
         else:  # on the device, read back with the window
             loss = loss.detach().float().reshape(1).to(stats.packed.device)

@@ -63,6 +63,7 @@ from losslab.callbacks.tensorboard import (  # noqa: F401 (log_scalars: re-expor
     tensorboard_writers,
     use_fast_tensorboard_crc,
 )
+from losslab.callbacks.trainer_reads import forget, global_step, is_global_zero
 from losslab.errors import check_range
 
 
@@ -134,6 +135,7 @@ class GradMonitor(Callback):
     # -- hooks ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         reset_layout(pl_module)
+        forget(trainer)
         self._pending, self._buffer = None, []
         self.norm_map = None
 
@@ -148,9 +150,9 @@ class GradMonitor(Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: Any) -> None:
-        if not trainer.is_global_zero:
+        if not is_global_zero(trainer):
             return
-        step, every = trainer.global_step, self._every(trainer)
+        step, every = global_step(trainer), self._every(trainer)
         log_now = bool(every) and (step + 1) % every == 0
         ratio_every = self.update_ratio_every_n_steps or every
         ratio_now = self.per_layer and self.update_ratio and bool(ratio_every) \
@@ -171,14 +173,14 @@ class GradMonitor(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._pending is None or trainer.global_step <= self._pending[0]:
+        if self._pending is None or global_step(trainer) <= self._pending[0]:
             return  # no optimizer step finished since the logging step began (accumulation)
         step, stats, log_now, ratio_now = self._pending
         self._pending = None
         names = stats.layer_names if self.per_layer else ()
         parts: list[Any] = []
         if log_now:
-            on_cpu = stats.param_grad_norms.is_cpu  # CPU: floats, no kernels (see host_row)
+            on_cpu = stats.on_cpu  # CPU: floats, no kernels (see host_row)
             if self.per_layer:
                 parts.append(stats.host_row() if on_cpu else stats.packed)
                 if not self.update_ratio:

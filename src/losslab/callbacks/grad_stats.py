@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from losslab.callbacks.trainer_reads import global_step
 from losslab.native import norms as native_norms
 
 _LAYOUT_ATTR = "_losslab_grad_layout"
@@ -61,35 +62,53 @@ class Layout:
 
 @dataclass
 class GradStats:
-    """Gradient statistics of one optimizer step; every field is a device tensor.
+    """Gradient statistics of one optimizer step.
 
     `layer_names[i]` names `layer_grad_norms[i]` (and `layer_weight_norms[i]`); layers whose
     parameters have no gradient this step are absent. `packed` is [total, layer norms...] in
     one tensor, built on first use; `total_norm` and `layer_grad_norms` are views of it. On CPU,
-    `host_row()` gives the same values as floats from one read of `param_grad_norms` (what the
-    monitor and the health detector use there: no further kernels per step).
+    `host_row()` gives the same values as floats (what the monitor and the health detector use
+    there: no further kernels per step); with the native kernel the step's norms arrive as host
+    floats, and `param_grad_norms` / `packed` become tensors only when a reader asks for them.
     `params`/`param_grad_norms` are per parameter tensor, in the same order; `param_layer`
     (device) and `param_layer_ids` (host) give each parameter's layer index.
     """
 
     step: int
     layer_names: tuple[str, ...]
-    param_grad_norms: Tensor
+    _param_norms: Tensor | None
     params: list[nn.Parameter]
     param_names: list[str]
     param_layer: Tensor
     param_layer_ids: list[int]
     mask: Tensor
+    device: torch.device
     layer_weight_norms: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     _packed: Tensor | None = None
     _row: list[float] | None = None
+    _host_norms: list[float] | None = None
+
+    @property
+    def on_cpu(self) -> bool:
+        """Reading the values is free (no device sync)."""
+        return self.device.type == "cpu"
+
+    @property
+    def param_grad_norms(self) -> Tensor:
+        """[P] float32 ||g_p|| per parameter tensor (a device tensor)."""
+        if self._param_norms is None:
+            self._param_norms = torch.tensor(self._host_norms, dtype=torch.float32)
+        return self._param_norms
 
     @property
     def packed(self) -> Tensor:
         """[||g||, ||g_layer||...] as one device tensor (two kernels, on first use)."""
         if self._packed is None:
-            self._packed = packed_norms(self.param_grad_norms, self.mask)
+            if self._row is not None and self.on_cpu:
+                self._packed = torch.tensor(self._row, dtype=torch.float32)
+            else:
+                self._packed = packed_norms(self.param_grad_norms, self.mask)
         return self._packed
 
     @property
@@ -159,7 +178,7 @@ def reset_layout(module: nn.Module) -> None:
 
 def current_step(module: nn.Module) -> int:
     trainer = getattr(module, "_trainer", None)
-    return int(trainer.global_step) if trainer is not None else -1
+    return global_step(trainer) if trainer is not None else -1
 
 
 def group_norms(per_param: Tensor, index: Tensor, num_groups: int,
@@ -201,8 +220,7 @@ def foreach_norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) 
         return torch.stack([n.to(device) for n in norms])
 
 
-def _fingerprint(grads: list[Tensor]) -> tuple[Any, int]:
-    return weakref.ref(grads[0]), sum([g._version for g in grads])  # listcomp: 1 call, not N
+_CPU = torch.device("cpu")
 
 
 def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
@@ -214,32 +232,41 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
     layout = get_layout(module)
     step = current_step(module)
     grads = [p.grad for p in layout.params]
-    missing = [i for i, g in enumerate(grads) if g is None]  # usually none (the fast path)
-    full = not missing
-    keep = layout.all_params if full else tuple(sorted(set(layout.all_params) - set(missing)))
+    try:  # the cache key: any new gradient tensor or in-place edit changes the version sum
+        version = sum([g._version for g in grads])  # type: ignore[union-attr]
+        keep = layout.all_params
+    except AttributeError:  # some parameters have no gradient (None)
+        keep = tuple(i for i, g in enumerate(grads) if g is not None)
+        if not keep:
+            return None
+        grads = [grads[i] for i in keep]
+        version = sum([g._version for g in grads])  # type: ignore[union-attr]
     if not keep:
         return None
-    if not full:
-        grads = [grads[i] for i in keep]
-    ref, version = _fingerprint(grads)  # type: ignore[arg-type]
     cached = getattr(module, _CACHE_ATTR, None)
-    if cached is not None and cached[0] == step and cached[1]() is ref() \
+    if cached is not None and cached[0] == step and cached[1]() is grads[0] \
             and cached[2] == version and cached[3] == keep:
         stats: GradStats = cached[4]
-    elif full:  # the layout's own lists, shared (GradStats never mutates them)
+    elif keep is layout.all_params:  # the layout's own lists, shared (GradStats never mutates)
         num = len(layout.params)
-        grouped = native_norms.grouped_norms(grads, layout.numels, layout.layer_ids,
-                                             len(layout.layer_names))
-        per_param = grouped[:num] if grouped is not None else foreach_norms(grads)
-        index, mask = layout.index(per_param.device, keep)
-        stats = GradStats(
-            step=step, layer_names=layout.layer_names, param_grad_norms=per_param,
-            params=layout.params, param_names=layout.param_names, param_layer=index,
-            param_layer_ids=layout.layer_of_param, mask=mask)
-        if grouped is not None:  # CPU kernel: [total, layers] and its host row come with it
-            stats._packed = grouped[num:]
-            stats._row = stats._packed.tolist()
-        object.__setattr__(module, _CACHE_ATTR, (step, ref, version, keep, stats))
+        host = native_norms.grouped_norms_host(grads, layout.numels, layout.layer_ids,
+                                               len(layout.layer_names))
+        if host is not None:  # CPU kernel: per-parameter, total and layer norms as floats
+            index, mask = layout.index(_CPU, keep)
+            stats = GradStats(
+                step=step, layer_names=layout.layer_names, _param_norms=None,
+                params=layout.params, param_names=layout.param_names, param_layer=index,
+                param_layer_ids=layout.layer_of_param, mask=mask, device=_CPU,
+                _row=host[num:], _host_norms=host[:num])
+        else:
+            per_param = foreach_norms(grads)  # type: ignore[arg-type]
+            index, mask = layout.index(per_param.device, keep)
+            stats = GradStats(
+                step=step, layer_names=layout.layer_names, _param_norms=per_param,
+                params=layout.params, param_names=layout.param_names, param_layer=index,
+                param_layer_ids=layout.layer_of_param, mask=mask, device=per_param.device)
+        object.__setattr__(module, _CACHE_ATTR, (step, weakref.ref(grads[0]), version, keep,
+                                                 stats))
     else:  # some parameters have no gradient: renumber the layers that have one
         per_param = foreach_norms(grads)  # type: ignore[arg-type]
         used = sorted({layout.layer_of_param[i] for i in keep})
@@ -249,11 +276,12 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
         names = tuple(layout.layer_names[i] for i in used)
         mask = packed_mask(index, len(used))
         stats = GradStats(
-            step=step, layer_names=names, param_grad_norms=per_param,
+            step=step, layer_names=names, _param_norms=per_param,
             params=[layout.params[i] for i in keep],
             param_names=[layout.param_names[i] for i in keep], param_layer=index,
-            param_layer_ids=list(ids), mask=mask)
-        object.__setattr__(module, _CACHE_ATTR, (step, ref, version, keep, stats))
+            param_layer_ids=list(ids), mask=mask, device=per_param.device)
+        object.__setattr__(module, _CACHE_ATTR, (step, weakref.ref(grads[0]), version, keep,
+                                                 stats))
     if weights and stats.layer_weight_norms is None:
         stats.layer_weight_norms = weight_norms(stats)
     return stats
@@ -291,7 +319,9 @@ class UpdateTracker:
             self._params = list(params)
             self._index = None
         with torch.no_grad():
-            torch._foreach_copy_(self._buffers, [p.detach() for p in params])
+            weights = [p.detach() for p in params]
+            if not native_norms.copy(self._buffers, weights):  # CPU: one call of memcpy's
+                torch._foreach_copy_(self._buffers, weights)
         self._stats = stats
 
     @property

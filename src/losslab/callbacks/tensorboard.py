@@ -23,6 +23,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from losslab.callbacks.trainer_reads import is_global_zero
+
 #: per SummaryWriter, per tag tuple: the reusable Event and its Summary.Value slots
 _EVENTS: dict[tuple[int, tuple[str, ...]], tuple[Any, Any, Any]] = {}
 
@@ -61,7 +63,7 @@ def log_scalar_rows(trainer: L.Trainer, tags: tuple[str, ...],
                     rows: list[tuple[int, list[float]]]) -> None:
     """Several steps' values of the same tags: one TensorBoard event per step (a reused proto,
     refilled), the loggers and writers looked up once for all of them."""
-    if not rows or not tags or not trainer.is_global_zero:
+    if not rows or not tags or not is_global_zero(trainer):
         return
     for logger in trainer.loggers:
         cached = _scalar_event(logger.experiment, tags) \

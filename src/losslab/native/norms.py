@@ -83,6 +83,26 @@ def grouped_norms(tensors: list[Tensor], numels: tuple[int, ...], groups: tuple[
     return out
 
 
+_OUT: dict[int, ctypes.Array] = {}
+
+
+def grouped_norms_host(tensors: list[Tensor], numels: tuple[int, ...], groups: tuple[int, ...],
+                       num_groups: int) -> list[float] | None:
+    """`grouped_norms` as Python floats (float32 values), written into a reused C array: no
+    tensor is made (what gradient monitoring reads on CPU every step); or None."""
+    suffix = _eligible(tensors) if tensors else None
+    fn = None if suffix is None else _function(f"grouped_norms_{suffix}")
+    if fn is None:
+        return None
+    size = len(tensors) + 1 + num_groups
+    out = _OUT.get(size)
+    if out is None:
+        out = _OUT[size] = (ctypes.c_float * size)()
+    fn(_pointers(tensors), _lengths(numels), ctypes.c_int64(len(tensors)), _lengths(groups),
+       ctypes.c_int64(num_groups), out)
+    return out[:]
+
+
 def norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) -> Tensor | None:
     """[len(tensors)] float32 tensor of L2 norms (accumulated in float64), or None.
     `numels`, the tensors' sizes when the caller knows them (a fixed layout), saves a call per
@@ -107,3 +127,17 @@ def diff_norms(a: list[Tensor], b: list[Tensor]) -> tuple[Tensor, Tensor] | None
     fn(_pointers(a, 0), _pointers(b, 1), lens, ctypes.c_int64(len(a)),
        ctypes.c_void_p(out.data_ptr()))
     return out[:len(a)], out[len(a):]
+
+
+def copy(dst: list[Tensor], src: list[Tensor]) -> bool:
+    """dst[t] <- src[t] for contiguous CPU tensors of one dtype and equal sizes, in one call
+    (memcpy each); False (nothing copied) when the tensors do not qualify or no kernel is built.
+    """
+    if not dst or len(dst) != len(src) or _eligible([*dst, *src]) is None:
+        return False
+    fn = _function("copy_many")
+    sizes = tuple([t.numel() * t.element_size() for t in src])
+    if fn is None or sizes != tuple([t.numel() * t.element_size() for t in dst]):
+        return False
+    fn(_pointers(dst, 0), _pointers(src, 1), _lengths(sizes), ctypes.c_int64(len(src)))
+    return True
