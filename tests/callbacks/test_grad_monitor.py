@@ -98,3 +98,21 @@ def test_custom_scalars_layout_groups_layers() -> None:
     chart = layout["gradients by layer (norm, update ratio)"]["model.blocks.0.linear"]
     assert chart == ["Multiline", [r"grad/norm/model\.blocks\.0\.linear$",
                                    r"grad/update_ratio/model\.blocks\.0\.linear$"]]
+
+
+def test_fast_png_is_the_fast_image_in_a_palette() -> None:
+    """The logged heatmap (a palette PNG) decodes to the RGB picture of `fast_image`, up to
+    the palette's 255 levels; NaN cells are grey in both."""
+    import io
+
+    from PIL import Image
+
+    from losslab.callbacks.heatmap import fast_image, fast_png
+
+    data = np.log10(np.array([[1.0, 10.0, 100.0, float("nan")], [1e-3, 1e-2, 1e-1, 1.0]]))
+    png, height, width = fast_png(data, cell_height=3, width=40)
+    decoded = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    rgb = fast_image(data, cell_height=3, width=40)
+    assert decoded.shape == rgb.shape == (height, width, 3) == (6, 40, 3)
+    assert np.abs(decoded.astype(int) - rgb.astype(int)).max() <= 8  # adjacent viridis levels
+    assert (decoded[:3, 30:] == 128).all()  # the NaN cell

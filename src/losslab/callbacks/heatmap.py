@@ -7,7 +7,8 @@ log10 ||g_layer|| averaged per bin as [layers, bins] (NaN/Inf steps left out of 
 bin with none stays NaN) with each bin's first step. So drawing the map every epoch costs the
 same at epoch 1 and epoch 500, instead of re-reading the whole history.
 
-`fast_image` paints the grid as an RGB array in numpy (viridis, ~0.2 ms); `labelled_image` draws
+`fast_image` paints the grid as an RGB array in numpy (viridis), `fast_png` as a palette PNG
+(~0.13 ms with the encoding, what the monitor logs every epoch); `labelled_image` draws
 it with matplotlib (layer names, steps, colour bar; ~100 ms, used once at the end of training).
 """
 
@@ -99,17 +100,53 @@ class NormHeatmap:
         return mean.T, list(self.starts)
 
 
-def fast_image(data: np.ndarray, cell_height: int = 8, width: int = 800) -> np.ndarray:
-    """[layers, columns] -> RGB uint8 [layers * cell_height, ~width, 3]: viridis over this image's
-    min..max, NaN/Inf grey, first layer on top, columns stretched to about `width` pixels."""
+def _levels(data: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """0..top per cell over this grid's finite min..max, and the finite mask."""
     finite = np.isfinite(data)
     lo, hi = (data[finite].min(), data[finite].max()) if finite.any() else (0.0, 1.0)
     level = np.zeros(data.shape, dtype=np.int64)
-    level[finite] = np.round(255 * (data[finite] - lo) / max(hi - lo, 1e-12))
+    level[finite] = np.round(top * (data[finite] - lo) / max(hi - lo, 1e-12))
+    return level, finite
+
+
+def _stretch(cells: np.ndarray, cell_height: int, width: int) -> np.ndarray:
+    col = max(1, width // max(cells.shape[1], 1))
+    return np.repeat(np.repeat(cells, cell_height, axis=0), col, axis=1)
+
+
+def fast_image(data: np.ndarray, cell_height: int = 8, width: int = 800) -> np.ndarray:
+    """[layers, columns] -> RGB uint8 [layers * cell_height, ~width, 3]: viridis over this image's
+    min..max, NaN/Inf grey, first layer on top, columns stretched to about `width` pixels."""
+    level, finite = _levels(data, 255)
     rgb = viridis_lut()[level]
     rgb[~finite] = 128
-    col = max(1, width // max(data.shape[1], 1))
-    return np.repeat(np.repeat(rgb, cell_height, axis=0), col, axis=1)
+    return _stretch(rgb, cell_height, width)
+
+
+_PALETTE: list[int] | None = None
+
+
+def fast_png(data: np.ndarray, cell_height: int = 8, width: int = 800) -> tuple[bytes, int, int]:
+    """The `fast_image` picture as a palette PNG (one byte per pixel: viridis in 255 levels,
+    index 255 grey for NaN/Inf), with its height and width: ~0.13 ms for 4 layers x 400
+    columns, a quarter of painting and encoding the RGB image."""
+    import io
+
+    from PIL import Image
+
+    global _PALETTE
+    if _PALETTE is None:
+        lut = viridis_lut()[np.linspace(0, 255, 255).round().astype(np.int64)]
+        _PALETTE = [*lut.ravel().tolist(), 128, 128, 128]
+    level, finite = _levels(data, 254)
+    level[~finite] = 255
+    pixels = _stretch(level.astype(np.uint8), cell_height, width)
+    height, wide = pixels.shape
+    image = Image.frombytes("P", (wide, height), np.ascontiguousarray(pixels).tobytes())
+    image.putpalette(_PALETTE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), height, wide
 
 
 def labelled_image(data: np.ndarray, steps: list[int], names: tuple[str, ...]) -> np.ndarray:

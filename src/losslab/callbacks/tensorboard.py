@@ -120,13 +120,19 @@ def log_image(writer: Any, tag: str, image: Any, step: int) -> None:
     import io
 
     from PIL import Image
-    from tensorboard.compat.proto.summary_pb2 import Summary
 
     buffer = io.BytesIO()
     Image.fromarray(image, mode="RGB").save(buffer, format="PNG", compress_level=1)
     height, width = image.shape[:2]
+    log_png(writer, tag, buffer.getvalue(), height, width, step)
+
+
+def log_png(writer: Any, tag: str, png: bytes, height: int, width: int, step: int) -> None:
+    """An encoded PNG as a TensorBoard image event."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
     summary = Summary(value=[Summary.Value(tag=tag, image=Summary.Image(
-        height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue()))])
+        height=height, width=width, colorspace=3, encoded_image_string=png))])
     writer._get_file_writer().add_summary(summary, step, time.time())
 
 
