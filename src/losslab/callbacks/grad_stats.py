@@ -34,6 +34,7 @@ from losslab.native import norms as native_norms
 
 _LAYOUT_ATTR = "_losslab_grad_layout"
 _CACHE_ATTR = "_losslab_grad_stats"
+_CPU = torch.device("cpu")
 
 
 @dataclass
@@ -49,14 +50,19 @@ class Layout:
     layer_ids: tuple[int, ...] = ()  # layer_of_param as a tuple
     _index: dict[tuple[torch.device, tuple[int, ...]], tuple[Tensor, Tensor]] = field(
         default_factory=dict)
+    _cpu_all: tuple[Tensor, Tensor] | None = None
 
     def index(self, device: torch.device, keep: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         """(layer id of each kept parameter, `packed_mask`) on `device` (cached)."""
+        if keep is self.all_params and device is _CPU and self._cpu_all is not None:
+            return self._cpu_all  # the per-step case: no key to hash
         key = (device, keep)
         if key not in self._index:
             ids = [self.layer_of_param[i] for i in keep]
             index = torch.tensor(ids, dtype=torch.long, device=device)
             self._index[key] = (index, packed_mask(index, len(self.layer_names)))
+            if keep is self.all_params and device is _CPU:
+                self._cpu_all = self._index[key]
         return self._index[key]
 
 
@@ -88,11 +94,10 @@ class GradStats:
     _packed: Tensor | None = None
     _row: list[float] | None = None
     _host_norms: list[float] | None = None
+    on_cpu: bool = field(init=False)  # reading the values is free (no device sync)
 
-    @property
-    def on_cpu(self) -> bool:
-        """Reading the values is free (no device sync)."""
-        return self.device.type == "cpu"
+    def __post_init__(self) -> None:
+        self.on_cpu = self.device.type == "cpu"
 
     @property
     def param_grad_norms(self) -> Tensor:
@@ -218,9 +223,6 @@ def foreach_norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) 
     except RuntimeError:  # parameters on several devices (model parallel): gather on the first
         device = norms[0].device
         return torch.stack([n.to(device) for n in norms])
-
-
-_CPU = torch.device("cpu")
 
 
 def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
