@@ -1,6 +1,6 @@
 """Step-time overhead of the gradient callbacks (grad_monitor + grad_health + grad_clip).
 
-The two variants are interleaved EPOCH BY EPOCH INSIDE ONE FIT, so the drift of a shared
+The two variants are interleaved IN BLOCKS OF STEPS INSIDE ONE FIT, so the drift of a shared
 machine (its speed changes by 20-40% over seconds here) hits both alike:
 
     A = the run without the three callbacks          B = the same run with all three on
@@ -8,16 +8,19 @@ machine (its speed changes by 20-40% over seconds here) hits both alike:
 at log_every_n_steps=1 (every step logs the total and per-layer gradient norms; weight norms
 and update ratios every 10 steps, their default; grad_health judges every step and, with its
 default on_non_finite=skip, reads one flag per step; histograms every 200 steps). A controller
-callback swaps the trainer's callback list at each epoch start (pattern A B B A A B B A ...)
-and attaches or detaches the step guard GradHealth puts on the module, so an A epoch runs
-exactly the code of a run without the callbacks. Every epoch is timed whole (all its steps and
-its epoch-end work: the monitor's flush and heatmap); validation is off.
+callback swaps the trainer's callback list at the first step of each block of `--block` steps
+(default 10: each B block holds exactly one of each 10-step event, the update ratio, the health
+check, the monitor's flush; pattern A B B A A B B A ...) and attaches or detaches the step
+guard GradHealth puts on the module, so an A block runs exactly the code of a run without the
+callbacks. A block is timed from the start of its first step to the start of the next block,
+so it includes its steps' hooks and any epoch-end work that falls in it (the monitor's flush
+and heatmap, when B is on then); validation is off. `--block 0` interleaves whole epochs.
 
-Reported per model: the median over adjacent (A, B) pairs of time(B) / time(A), for wall-clock
-and process CPU time; the ratio of the summed times (which counts rare costs such as the
-histograms fully); a bootstrap 90% interval of the median; and the CPU time spent inside the
-callbacks' hooks (measured in 4 more B epochs at the end, so the timing wrappers do not slow
-the compared ones) as a share of an A epoch's CPU time.
+Reported per model: the median over adjacent (A, B) block pairs of time(B) / time(A), for
+wall-clock and process CPU time; the ratio of the summed times (which counts rare costs such as
+the histograms and the epoch-end work fully); a bootstrap 90% interval of the median; and the
+CPU time spent inside the callbacks' hooks (measured in 4 more B epochs at the end, so the
+timing wrappers do not slow the compared ones) as a share of an A step's CPU time.
 
     python scripts/bench_grad_overhead.py                  # both models, ~1-2 minutes
     python scripts/bench_grad_overhead.py --epochs 40 --threads 1 --only default
@@ -77,36 +80,29 @@ class HookClock:
             setattr(callback, name, timed)
 
 
-class EpochSwitch(L.Callback):
-    """First in the callback list: at each epoch start, installs the callback list of this
-    epoch's variant and records (variant, wall, CPU, hook CPU) of the epoch that just ended."""
+class Switch(L.Callback):
+    """First in the callback list: installs the callback list of each block's variant and
+    records (variant, wall, CPU, hook CPU, steps) of every block.
+
+    A block is `block` consecutive training steps (0: one epoch), timed from the start of its
+    first step to the start of the step after its last, so it includes its steps' hooks (and,
+    for a block that spans an epoch's end, that epoch-end work, whichever variant runs then).
+    Warm-up epochs run B untimed; then the blocks follow PATTERN; then H epochs: B with the
+    hook clock (whose wrappers would slow the compared blocks down)."""
 
     def __init__(self, base: list[L.Callback], grad: list[L.Callback], clock: HookClock,
-                 warmup_epochs: int, timed_epochs: int) -> None:
+                 warmup_epochs: int, timed_epochs: int, block: int) -> None:
         self.base, self.grad, self.clock = base, grad, clock
-        self.warmup, self.timed = warmup_epochs, timed_epochs
-        self.epochs: list[tuple[str, float, float, float]] = []
-        self._start: tuple[str, float, float, float] | None = None
+        self.warmup, self.timed, self.block = warmup_epochs, timed_epochs, block
+        self.blocks: list[tuple[str, float, float, float, int]] = []
+        self._open: tuple[str, float, float, float] | None = None
+        self._steps = 0  # steps of the open block
+        self._timed_steps = 0
+        self._opened = 0
+        self._variant = "B"
 
-    def variant(self, epoch: int) -> str:
-        """B (warm-up), then the A/B pattern, then H: B with the hook clock (whose wrappers
-        would slow B down in the compared epochs)."""
-        if epoch < self.warmup:
-            return "B"
-        if epoch >= self.warmup + self.timed:
-            return "H"
-        return PATTERN[(epoch - self.warmup) % len(PATTERN)]
-
-    def _mark(self, trainer: L.Trainer) -> None:
-        now = (time.perf_counter(), time.process_time(), self.clock.total)
-        if self._start is not None and trainer.current_epoch - 1 >= self.warmup:
-            v, w0, c0, h0 = self._start
-            self.epochs.append((v, now[0] - w0, now[1] - c0, now[2] - h0))
-        self._start = (self.variant(trainer.current_epoch), *now)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._mark(trainer)
-        variant = self.variant(trainer.current_epoch)
+    def _install(self, trainer: L.Trainer, pl_module: L.LightningModule, variant: str) -> None:
+        self._variant = variant
         members = list(iter_callbacks(self.grad))
         if variant == "H" and not self.clock.installed:
             for cb in members:
@@ -120,13 +116,46 @@ class EpochSwitch(L.Callback):
         elif getattr(pl_module, "step_guard", None) is not None:
             object.__delattr__(pl_module, "step_guard")
 
+    def _close(self) -> None:
+        now = (time.perf_counter(), time.process_time(), self.clock.total)
+        if self._open is not None:
+            v, w0, c0, h0 = self._open
+            self.blocks.append((v, now[0] - w0, now[1] - c0, now[2] - h0, self._steps))
+        self._open, self._steps = None, 0
+
+    def _begin(self, variant: str) -> None:
+        self._open = (variant, time.perf_counter(), time.process_time(), self.clock.total)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        epoch = trainer.current_epoch
+        if epoch < self.warmup:
+            return  # B (installed by the trainer's callback list), untimed
+        if epoch >= self.warmup + self.timed:
+            if self._variant != "H":
+                self._close()
+                self._install(trainer, pl_module, "H")
+                self._begin("H")
+            self._steps += 1
+            return
+        starts = batch_idx == 0 if self.block == 0 else self._timed_steps % self.block == 0
+        if starts:
+            self._close()
+            variant = PATTERN[self._opened % len(PATTERN)]
+            self._opened += 1
+            if variant != self._variant:
+                self._install(trainer, pl_module, variant)
+            self._begin(variant)
+        self._timed_steps += 1
+        self._steps += 1
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._mark(trainer)  # the last epoch (runs before the other callbacks' on_train_end)
+        self._close()  # the last block (runs before the other callbacks' on_train_end)
         trainer.callbacks = [*self.base, *self.grad]  # teardown for everyone
 
 
 def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: list[str],
-            hook_epochs: int = 4) -> list[tuple[str, float, float, float]]:
+            block: int, hook_epochs: int = 4) -> list[tuple[str, float, float, float, int]]:
     with initialize_config_module("losslab.conf", version_base="1.3"):
         cfg = compose("train", overrides=[
             f"paths.output_dir={out}", f"paths.data_dir={ROOT / 'data'}",
@@ -140,7 +169,7 @@ def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: li
     task, dm = build_task(cfg)
     clock = HookClock()
     callbacks = instantiate_group(cfg.get("callbacks"), "callback")
-    switch = EpochSwitch([], [], clock, warmup, epochs)
+    switch = Switch([], [], clock, warmup, epochs, block)
     trainer = build_trainer(cfg, [switch, *callbacks],
                             instantiate_group(cfg.get("logger"), "logger"))
     # the gradient callbacks, grouped as a run groups them (without the LR monitor, which a run
@@ -153,29 +182,31 @@ def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: li
     switch.base = [cb for cb in flat if cb not in grad]
     trainer.callbacks = [*switch.base, *switch.grad]
     trainer.fit(task, datamodule=dm)
-    return switch.epochs
+    return switch.blocks
 
 
-def summarise(epochs: list[tuple[str, float, float, float]]) -> dict[str, float]:
-    """Pair each B epoch with the A epoch next to it (A B | B A | ...): ratios per pair."""
-    hooked = [e for e in epochs if e[0] == "H"]
-    epochs = [e for e in epochs if e[0] != "H"]
-    pairs = [(epochs[i], epochs[i + 1]) for i in range(0, len(epochs) - 1, 2)]
+def summarise(blocks: list[tuple[str, float, float, float, int]]) -> dict[str, float]:
+    """Pair each B block with the A block next to it (A B | B A | ...): ratios per pair."""
+    hooked = [b for b in blocks if b[0] == "H"]
+    blocks = [b for b in blocks if b[0] != "H"]
+    pairs = [(blocks[i], blocks[i + 1]) for i in range(0, len(blocks) - 1, 2)]
     pairs = [(a, b) if a[0] == "A" else (b, a) for a, b in pairs]
-    pairs = [(a, b) for a, b in pairs if a[0] == "A" and b[0] == "B"]
+    pairs = [(a, b) for a, b in pairs if a[0] == "A" and b[0] == "B" and a[4] == b[4]]
     wall = [b[1] / a[1] for a, b in pairs]
     cpu = [b[2] / a[2] for a, b in pairs]
     rng = random.Random(0)
     boot = sorted(statistics.median(rng.choices(wall, k=len(wall))) for _ in range(2000))
     a_wall = sum(a[1] for a, _ in pairs)
+    a_cpu_per_step = statistics.median(a[2] / a[4] for a, _ in pairs)
     return {
         "pairs": len(pairs), "ratio": statistics.median(wall), "cpu_ratio": statistics.median(cpu),
         "ratio_of_sums": sum(b[1] for _, b in pairs) / a_wall,
         "ci90_low": boot[int(0.05 * len(boot))], "ci90_high": boot[int(0.95 * len(boot))],
-        "hooks_cpu_fraction": statistics.mean(h[3] for h in hooked)
-        / statistics.median(a[2] for a, _ in pairs),
-        "ms_per_epoch_a": 1e3 * statistics.median(a[1] for a, _ in pairs),
-        "ms_per_epoch_b": 1e3 * statistics.median(b[1] for _, b in pairs),
+        "hooks_cpu_fraction": sum(h[3] for h in hooked) / sum(h[4] for h in hooked)
+        / a_cpu_per_step,
+        "ms_per_step_a": 1e3 * statistics.median(a[1] / a[4] for a, _ in pairs),
+        "ms_per_step_b": 1e3 * statistics.median(b[1] / b[4] for _, b in pairs),
+        "steps_per_block": statistics.median(a[4] for a, _ in pairs),
     }
 
 
@@ -188,6 +219,8 @@ def main() -> None:
                         help="(make bench) scales --epochs: reps x 4 epochs, at least 8")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--only", choices=["default", "deep"], default=None)
+    parser.add_argument("--block", type=int, default=10,
+                        help="steps per interleaved block (0: whole epochs)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("overrides", nargs="*", help="extra overrides for both variants")
     args = parser.parse_args()
@@ -200,7 +233,8 @@ def main() -> None:
     logging.getLogger("losslab").setLevel(logging.ERROR)  # the deep default-init MLP vanishes
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"log_every_n_steps=1; epochs interleaved {PATTERN}... inside one fit")
+          f"log_every_n_steps=1; blocks of {args.block or 'one epoch of'} steps interleaved "
+          f"{PATTERN}... inside one fit")
     structured: dict[str, dict[str, dict[str, float]]] = {}
     models = list(MODELS.items())
     if args.only:
@@ -211,11 +245,12 @@ def main() -> None:
             epochs += epochs % 2
             t0 = time.time()
             result = summarise(one_fit(overrides, epochs, args.warmup, Path(tmp) / "run",
-                                       args.overrides))
+                                       args.overrides, args.block))
             structured[name] = {"all three (defaults)": result}
-            print(f"\n{name}: {result['pairs']} (A, B) epoch pairs, {time.time() - t0:.0f} s")
-            print(f"  epoch: A {result['ms_per_epoch_a']:.0f} ms, B "
-                  f"{result['ms_per_epoch_b']:.0f} ms (medians)")
+            print(f"\n{name}: {result['pairs']} (A, B) pairs of {result['steps_per_block']:.0f}-"
+                  f"step blocks, {time.time() - t0:.0f} s")
+            print(f"  step: A {result['ms_per_step_a']:.2f} ms, B "
+                  f"{result['ms_per_step_b']:.2f} ms (medians)")
             print(f"  B / A: {result['ratio']:.3f}x wall (90% CI {result['ci90_low']:.3f}-"
                   f"{result['ci90_high']:.3f}), {result['cpu_ratio']:.3f}x CPU, "
                   f"{result['ratio_of_sums']:.3f}x summed wall; hooks "
