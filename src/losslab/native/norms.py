@@ -4,9 +4,11 @@
 pair (||a_t - b_t||_2, ||a_t||_2) per tensor, or None when the tensors are not all contiguous
 CPU float32 (or all float64) tensors, or no kernel could be built; callers then use
 `torch._foreach_norm`. `grouped_norms` adds the total and per-layer norms in the same call
-(what gradient monitoring reads every step). On the small models of this project the kernel
-reads freshly written gradients about 1.7x faster than `_foreach_norm` (one call instead of
-one dispatch per tensor, and a loop the compiler vectorises for this CPU).
+(what gradient monitoring reads every step; `grouped_norms_host` returns them as Python
+floats from a reused C array, no tensor made), and `copy` memcpy's many tensors in one call. On
+the default MLP's gradients the kernel takes ~10 us on warm memory, about half of
+`_foreach_norm` (one call instead of one dispatch per tensor, and float32 block sums in 16
+vector lanes; see norms.c).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def grouped_norms_host(tensors: list[Tensor], numels: tuple[int, ...], groups: t
 
 
 def norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) -> Tensor | None:
-    """[len(tensors)] float32 tensor of L2 norms (accumulated in float64), or None.
+    """[len(tensors)] float32 tensor of L2 norms (block sums in float64; see norms.c), or None.
     `numels`, the tensors' sizes when the caller knows them (a fixed layout), saves a call per
     tensor."""
     if not tensors:
