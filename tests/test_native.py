@@ -247,17 +247,6 @@ def test_float32_blocks_are_exact_enough_and_rescue_overflow() -> None:
     assert delta[0].item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_copy_many_copies_or_declines() -> None:
-    src = [torch.randn(300, 7), torch.randn(5), torch.randn(0)]
-    dst = [torch.empty_like(t) for t in src]
-    assert native_norms.copy(dst, src)
-    for a, b in zip(dst, src, strict=True):
-        assert torch.equal(a, b)
-    assert not native_norms.copy([torch.empty(3)], [torch.empty(4)])  # sizes differ
-    assert not native_norms.copy([torch.empty(3)], [torch.empty(3, dtype=torch.float64)])
-    assert not native_norms.copy([torch.empty(4, 4)], [torch.empty(4, 4).t()])
-
-
 def test_grad_stats_torch_path_equals_native(monkeypatch: pytest.MonkeyPatch) -> None:
     from losslab.callbacks import grad_stats as gs
 

@@ -320,10 +320,8 @@ class UpdateTracker:
             self._buffers = [torch.empty_like(p) for p in params]
             self._params = list(params)
             self._index = None
-        with torch.no_grad():
-            weights = [p.detach() for p in params]
-            if not native_norms.copy(self._buffers, weights):  # CPU: one call of memcpy's
-                torch._foreach_copy_(self._buffers, weights)
+        with torch.no_grad():  # (faster than a native memcpy per tensor, measured)
+            torch._foreach_copy_(self._buffers, [p.detach() for p in params])
         self._stats = stats
 
     @property

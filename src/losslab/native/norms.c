@@ -14,13 +14,10 @@
  *   diff_norms_f32(a, b, lens, count, out):  out[t] = sqrt(sum_i (a_t[i] - b_t[i])^2) and
  *                                            out[count + t] = sqrt(sum_i a_t[i]^2): one read
  *                                            of both arrays (update / weight norms).
- *   copy_many(dst, src, nbytes, count):      memcpy of each array (the update tracker's
- *                                            snapshot of the weights).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define BLOCK 2048
 
@@ -124,7 +121,3 @@ DEFINE_GROUPED_NORMS(grouped_norms_f32, float, sumsq_f32)
 DEFINE_GROUPED_NORMS(grouped_norms_f64, double, sumsq_f64)
 DEFINE_DIFF_NORMS(diff_norms_f32, float, diffsq_f32)
 DEFINE_DIFF_NORMS(diff_norms_f64, double, diffsq_f64)
-
-void copy_many(void *const *dst, const void *const *src, const int64_t *nbytes, int64_t count) {
-  for (int64_t t = 0; t < count; t++) memcpy(dst[t], src[t], (size_t)nbytes[t]);
-}

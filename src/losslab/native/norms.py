@@ -5,10 +5,9 @@ pair (||a_t - b_t||_2, ||a_t||_2) per tensor, or None when the tensors are not a
 CPU float32 (or all float64) tensors, or no kernel could be built; callers then use
 `torch._foreach_norm`. `grouped_norms` adds the total and per-layer norms in the same call
 (what gradient monitoring reads every step; `grouped_norms_host` returns them as Python
-floats from a reused C array, no tensor made), and `copy` memcpy's many tensors in one call. On
-the default MLP's gradients the kernel takes ~10 us on warm memory, about half of
-`_foreach_norm` (one call instead of one dispatch per tensor, and float32 block sums in 16
-vector lanes; see norms.c).
+floats from a reused C array, no tensor made). On the default MLP's gradients the kernel
+takes ~10 us on warm memory, about half of `_foreach_norm` (one call instead of one dispatch
+per tensor, and float32 block sums in 16 vector lanes; see norms.c).
 """
 
 from __future__ import annotations
@@ -130,16 +129,3 @@ def diff_norms(a: list[Tensor], b: list[Tensor]) -> tuple[Tensor, Tensor] | None
        ctypes.c_void_p(out.data_ptr()))
     return out[:len(a)], out[len(a):]
 
-
-def copy(dst: list[Tensor], src: list[Tensor]) -> bool:
-    """dst[t] <- src[t] for contiguous CPU tensors of one dtype and equal sizes, in one call
-    (memcpy each); False (nothing copied) when the tensors do not qualify or no kernel is built.
-    """
-    if not dst or len(dst) != len(src) or _eligible([*dst, *src]) is None:
-        return False
-    fn = _function("copy_many")
-    sizes = tuple([t.numel() * t.element_size() for t in src])
-    if fn is None or sizes != tuple([t.numel() * t.element_size() for t in dst]):
-        return False
-    fn(_pointers(dst, 0), _pointers(src, 1), _lengths(sizes), ctypes.c_int64(len(src)))
-    return True
