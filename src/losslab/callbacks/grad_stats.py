@@ -253,20 +253,16 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
         num = len(layout.params)
         host = native_norms.grouped_norms_host(grads, layout.numels, layout.layer_ids,
                                                len(layout.layer_names))
-        if host is not None:  # CPU kernel: per-parameter, total and layer norms as floats
-            index, mask = layout.index(_CPU, keep)
-            stats = GradStats(
-                step=step, layer_names=layout.layer_names, _param_norms=None,
-                params=layout.params, param_names=layout.param_names, param_layer=index,
-                param_layer_ids=layout.layer_of_param, mask=mask, device=_CPU,
-                _row=host[num:], _host_norms=host[:num])
-        else:
-            per_param = foreach_norms(grads)  # type: ignore[arg-type]
-            index, mask = layout.index(per_param.device, keep)
-            stats = GradStats(
-                step=step, layer_names=layout.layer_names, _param_norms=per_param,
-                params=layout.params, param_names=layout.param_names, param_layer=index,
-                param_layer_ids=layout.layer_of_param, mask=mask, device=per_param.device)
+        # CPU kernel: per-parameter, total and layer norms as floats (tensors on request)
+        per_param = None if host is not None else foreach_norms(grads)  # type: ignore[arg-type]
+        device = _CPU if per_param is None else per_param.device
+        index, mask = layout.index(device, keep)
+        stats = GradStats(
+            step=step, layer_names=layout.layer_names, _param_norms=per_param,
+            params=layout.params, param_names=layout.param_names, param_layer=index,
+            param_layer_ids=layout.layer_of_param, mask=mask, device=device,
+            _row=None if host is None else host[num:],
+            _host_norms=None if host is None else host[:num])
         object.__setattr__(module, _CACHE_ATTR, (step, weakref.ref(grads[0]), version, keep,
                                                  stats))
     else:  # some parameters have no gradient: renumber the layers that have one
