@@ -55,7 +55,7 @@ def test_group_forwards_in_order_to_overriders_only() -> None:
     calls.clear()
     group = CallbackGroup([Recorder("a"), Recorder("b")])
     assert group._by_hook["on_train_start"] == []  # nobody overrides it: nothing is called
-    group.on_train_start(None, None)
+    assert group.on_train_start is None  # ... not even the group (Lightning skips None hooks)
     group.on_train_batch_end(None, None, None, None, 0)
     assert calls == ["a", "b"]
 
@@ -112,3 +112,18 @@ def test_member_state_survives_a_checkpoint_resume(tmp_path) -> None:
 @pytest.mark.parametrize("hook", ["on_train_batch_end", "setup", "on_exception"])
 def test_group_defines_every_lightning_hook(hook: str) -> None:
     assert getattr(CallbackGroup, hook) is not getattr(L.Callback, hook)
+
+
+def test_idle_hooks_are_not_dispatched() -> None:
+    """GradClip with mode=none has no per-step work: the group drops it from those hooks, and
+    a hook nobody needs is None on the group (Lightning calls only callable hook attributes)."""
+    from losslab.callbacks.clipping import GradClip
+
+    idle = CallbackGroup([GradHealth(), GradClip(mode="none")])
+    assert idle.on_train_batch_end is None
+    assert [type(m).__name__ for m in idle._by_hook["on_before_optimizer_step"]] == ["GradHealth"]
+    assert idle._by_hook["setup"] and idle._by_hook["teardown"]  # still set up and torn down
+    clipping = CallbackGroup([GradHealth(), GradClip(mode="norm")])
+    assert [type(m).__name__ for m in clipping._by_hook["on_train_batch_end"]] == ["GradClip"]
+    assert callable(clipping.on_train_batch_end)
+    assert callable(idle.on_save_checkpoint)  # called directly by Lightning: always a method

@@ -101,3 +101,37 @@ def test_monitor_writes_every_step_in_order(make_cfg, tmp_path: Path) -> None:
     assert steps == list(range(len(steps))) and len(steps) >= 6
     ratio_steps = [e.step for e in acc.Scalars("grad/update_ratio/model.head")]
     assert ratio_steps and all((s + 1) % 3 == 0 for s in ratio_steps)
+
+
+def test_framed_records_equal_tensorboards_framing() -> None:
+    import io
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from losslab.callbacks.tensorboard import frame_records
+
+    records = [b"", b"x", bytes(range(256)) * 3]
+    expected = io.BytesIO()
+    for data in records:
+        RecordWriter(expected).write(data)  # bytes, not FramedRecords: framed by TensorBoard
+    assert frame_records(records) == expected.getvalue()
+
+
+def test_scalar_runs_are_one_queue_item_and_read_back_in_order(tmp_path: Path) -> None:
+    from losslab.callbacks.tensorboard import log_scalar_runs
+
+    tb = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[tb])
+    async_writer = tb.experiment._get_file_writer().event_writer._async_writer
+    items: list[bytes] = []
+    original = async_writer.write
+    async_writer.write = lambda data: (items.append(data), original(data))
+    runs = [(("a",), [(s, [float(s)]) for s in range(4)]),
+            (("a", "r"), [(4, [4.0, 0.5])]),
+            (("a",), [(s, [float(s)]) for s in range(5, 9)])]
+    log_scalar_runs(trainer, runs)
+    assert len(items) == 1  # nine events, one item for the writer thread
+    tb.experiment.flush()
+    acc = read(tmp_path / "tb")  # TensorBoard's reader checks every record's CRCs
+    assert [(e.step, e.value) for e in acc.Scalars("a")] == [(s, float(s)) for s in range(9)]
+    assert [(e.step, e.value) for e in acc.Scalars("r")] == [(4, 0.5)]

@@ -200,6 +200,12 @@ class GradClip(Callback):
     def _every(self, trainer: L.Trainer) -> int:
         return int(self.log_every_n_steps or trainer.log_every_n_steps or 0)
 
+    def idle_hooks(self) -> frozenset[str]:
+        """The per-step hooks have nothing to do without clipping (read by CallbackGroup)."""
+        if self.clipper.active:
+            return frozenset()
+        return frozenset({"on_before_optimizer_step", "on_train_batch_end"})
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             forget(trainer)

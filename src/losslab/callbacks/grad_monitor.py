@@ -60,6 +60,7 @@ from losslab.callbacks.tensorboard import (  # noqa: F401 (log_scalars: re-expor
     log_image,
     log_png,
     log_scalar_rows,
+    log_scalar_runs,
     log_scalars,
     tensorboard_writers,
     use_fast_tensorboard_crc,
@@ -221,8 +222,7 @@ class GradMonitor(Callback):
             runs[-1][1].append((step, values))
             if log_now and self.per_layer:
                 self._remember(step, names, values[1:1 + len(names)])
-        for tags, rows in runs:
-            log_scalar_rows(trainer, tags, rows)
+        log_scalar_runs(trainer, runs)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:

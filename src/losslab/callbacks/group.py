@@ -11,6 +11,11 @@ order. Nothing else changes: each member keeps its own config entry
 `{member.state_key: member.state_dict()}`), and its hooks run in the same order as before (only
 consecutive groupable callbacks are grouped). `find_callback(trainer, GradHealth)` finds a
 callback inside or outside a group.
+
+A hook that no member needs is set to None on the group, which Lightning's dispatch skips
+(it calls only callable hook attributes): no call, no profiler context. A member needs a hook
+when its class overrides it and it does not list the hook in `idle_hooks()` (what its
+configuration leaves idle, e.g. GradClip with mode=none has nothing to do per step).
 """
 
 from __future__ import annotations
@@ -28,9 +33,19 @@ HOOKS = tuple(name for name, value in inspect.getmembers(Callback)
               if (name.startswith("on_") or name in ("setup", "teardown")) and callable(value))
 
 
+#: hooks Lightning calls directly, not through its `callable` check: always forwarded
+DIRECT_HOOKS = frozenset({"on_save_checkpoint", "on_load_checkpoint"})
+
+
 def overrides(callback: Callback, hook: str) -> bool:
     """Whether the callback's class (not Lightning's base) defines `hook`."""
     return getattr(type(callback), hook, None) is not getattr(Callback, hook)
+
+
+def needs(callback: Callback, hook: str) -> bool:
+    """Whether the callback has work in `hook`: it overrides it and does not declare it idle."""
+    idle = getattr(callback, "idle_hooks", None)
+    return overrides(callback, hook) and not (callable(idle) and hook in idle())
 
 
 class CallbackGroup(Callback):
@@ -38,7 +53,10 @@ class CallbackGroup(Callback):
 
     def __init__(self, members: Iterable[Callback]) -> None:
         self.members = list(members)
-        self._by_hook = {hook: [m for m in self.members if overrides(m, hook)] for hook in HOOKS}
+        self._by_hook = {hook: [m for m in self.members if needs(m, hook)] for hook in HOOKS}
+        for hook, callees in self._by_hook.items():
+            if not callees and hook not in DIRECT_HOOKS:
+                setattr(self, hook, None)  # Lightning skips it: nothing to dispatch
 
     @cached_property
     def state_key(self) -> str:
