@@ -14,7 +14,7 @@ check, the monitor's flush; pattern A B B A A B B A ...) and attaches or detache
 guard GradHealth puts on the module, so an A block runs exactly the code of a run without the
 callbacks. A block is timed from the start of its first step to the start of the next block,
 so it includes its steps' hooks and any epoch-end work that falls in it (the monitor's flush
-and heatmap, when B is on then); validation is off. `--block 0` interleaves whole epochs.
+and heatmap, when B is on then); validation and checkpointing are off. `--block 0` interleaves whole epochs.
 
 Reported per model: the median over adjacent (A, B) block pairs of time(B) / time(A), for
 wall-clock and process CPU time; the ratio of the summed times (which counts rare costs such as
@@ -160,7 +160,10 @@ def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: li
         cfg = compose("train", overrides=[
             f"paths.output_dir={out}", f"paths.data_dir={ROOT / 'data'}",
             "callbacks.rich_progress_bar=null", "callbacks.rich_model_summary=null",
-            "callbacks.model_checkpoint=null",
+            # no checkpoints: Lightning's default one would write the model and optimizer state
+            # at every epoch end, in whichever block that falls (a 63 MB file for the deep MLP,
+            # a tenth of its block): the same work in A and B, only noise in the pair ratios
+            "callbacks.model_checkpoint=null", "+trainer.enable_checkpointing=false",
             f"trainer.max_epochs={epochs + warmup + hook_epochs}",
             "+trainer.limit_val_batches=0", "trainer.log_every_n_steps=1",
             "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
