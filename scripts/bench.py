@@ -47,7 +47,7 @@ def benchmarks(quick: bool, threads: int) -> dict[str, list[str]]:
         "framework": ["bench_framework.py", *t, *reps(7, 2), "--memory"],
         "monitoring": ["bench_grad_overhead.py", *t, *reps(11, 2)],
         "losses": ["bench_losses.py", *t, "--skip-slow",
-                   "--repeats", "60" if quick else "200"],
+                   "--repeats", "60" if quick else "120"],
         "startup": ["bench_startup.py", *reps(3, 1)],
         "tta": ["bench_tta.py", *t, *reps(2, 1)],
         "gpu": ["bench_framework.py", "--device", "cuda", *reps(5, 2)],

@@ -14,7 +14,8 @@ check, the monitor's flush; pattern A B B A A B B A ...) and attaches or detache
 guard GradHealth puts on the module, so an A block runs exactly the code of a run without the
 callbacks. A block is timed from the start of its first step to the start of the next block,
 so it includes its steps' hooks and any epoch-end work that falls in it (the monitor's flush
-and heatmap, when B is on then); validation and checkpointing are off. `--block 0` interleaves whole epochs.
+and heatmap, when B is on then); validation and checkpointing are off. `--block 0`
+interleaves whole epochs.
 
 Reported per model: the median over adjacent (A, B) block pairs of time(B) / time(A), for
 wall-clock and process CPU time; the ratio of the summed times (which counts rare costs such as
@@ -48,10 +49,10 @@ from losslab.run import build_task, build_trainer
 ROOT = Path(__file__).resolve().parents[1]
 GRAD_CALLBACKS = ("grad_monitor", "grad_health", "grad_clip")
 PATTERN = "ABBA"  # A B B A: a linear drift within each group of four cancels
-MODELS = {
-    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48),
+MODELS = {  # name: (overrides, default timed epochs, timed epochs per --reps)
+    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48, 8),
     "MLP 20x512 gelu, batch 256": (["model.hidden=null", "model.depth=20", "model.width=512",
-                                    "data.batch_size=256"], 16),
+                                    "data.batch_size=256"], 16, 6),
 }
 HOOKS = ("on_before_backward", "on_before_optimizer_step", "on_train_batch_end",
          "on_train_epoch_end")
@@ -219,7 +220,8 @@ def main() -> None:
                         help="timed epochs per model (default: 48 default MLP, 16 deep MLP)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed epochs first (B)")
     parser.add_argument("--reps", type=int, default=None,
-                        help="(make bench) scales --epochs: reps x 4 epochs, at least 8")
+                        help="(make bench) scales --epochs: reps x 8 epochs (default MLP) or "
+                             "x 6 (deep MLP), at least 8")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--only", choices=["default", "deep"], default=None)
     parser.add_argument("--block", type=int, default=10,
@@ -243,8 +245,8 @@ def main() -> None:
     if args.only:
         models = models[:1] if args.only == "default" else models[1:]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (overrides, default_epochs) in models:
-            epochs = args.epochs or (max(8, 4 * args.reps) if args.reps else default_epochs)
+        for name, (overrides, default_epochs, per_rep) in models:
+            epochs = args.epochs or (max(8, per_rep * args.reps) if args.reps else default_epochs)
             epochs += epochs % 2
             t0 = time.time()
             result = summarise(one_fit(overrides, epochs, args.warmup, Path(tmp) / "run",
