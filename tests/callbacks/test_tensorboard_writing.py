@@ -135,3 +135,20 @@ def test_scalar_runs_are_one_queue_item_and_read_back_in_order(tmp_path: Path) -
     acc = read(tmp_path / "tb")  # TensorBoard's reader checks every record's CRCs
     assert [(e.step, e.value) for e in acc.Scalars("a")] == [(s, float(s)) for s in range(9)]
     assert [(e.step, e.value) for e in acc.Scalars("r")] == [(4, 0.5)]
+
+
+def test_other_record_writers_get_one_event_each() -> None:
+    """A queue whose consumer is not TensorBoard's RecordWriter (tensorboardX's, say) never gets
+    pre-framed records: each event goes through add_event and is framed once, by that writer."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from losslab.callbacks.tensorboard import FramedRecords, write_records
+
+    queued: list[bytes] = []
+    added: list[Event] = []
+    async_writer = SimpleNamespace(_writer=object(), write=queued.append)
+    event_writer = SimpleNamespace(_async_writer=async_writer, add_event=added.append)
+    records = [Event(step=s).SerializeToString() for s in range(3)]
+    write_records(event_writer, records)
+    assert not any(type(q) is FramedRecords for q in queued)
+    assert [e.step for e in added] == [0, 1, 2]

@@ -115,7 +115,7 @@ def write_records(event_writer: Any, records: list[bytes]) -> None:
         if len(records) == 1:
             async_writer.write(records[0])
             return
-        if _pass_framed_records():
+        if _pass_framed_records(getattr(async_writer, "_writer", None)):
             async_writer.write(frame_records(records))
             return
     from tensorboard.compat.proto.event_pb2 import Event
@@ -142,14 +142,15 @@ def frame_records(serialized: list[bytes]) -> FramedRecords:
     return FramedRecords(b"".join(parts))
 
 
-def _pass_framed_records() -> bool:
+def _pass_framed_records(writer: Any) -> bool:
     """Teach TensorBoard's RecordWriter to append `FramedRecords` without framing them again
-    (other data is framed as before). Idempotent; False if the class is not as expected."""
+    (other data is framed as before). Idempotent; False unless `writer` (the queue's consumer)
+    is such a RecordWriter (tensorboardX's, say, is another class and would frame them again)."""
     from tensorboard.summary.writer import record_writer
 
     cls = getattr(record_writer, "RecordWriter", None)
     write = getattr(cls, "write", None)
-    if write is None:
+    if write is None or not isinstance(writer, cls):
         return False
     if getattr(write, "_losslab_framed", False):
         return True
