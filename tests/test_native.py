@@ -280,3 +280,30 @@ def test_grouped_norms_equal_the_torch_packing() -> None:
     tensors[3][0] = float("nan")  # a NaN stays in its own group (and the total)
     out = native_norms.grouped_norms(tensors, tuple(t.numel() for t in tensors), groups, 3)
     assert torch.isnan(out[5]) and torch.isnan(out[7]) and torch.isfinite(out[[6, 8]]).all()
+
+
+def test_prepared_grouped_norms_equal_the_unprepared_call_and_decline_bad_tensors() -> None:
+    g = torch.Generator().manual_seed(6)
+    tensors = [torch.randn(n, generator=g) for n in (30, 7, 12, 5)]
+    numels, groups = tuple(t.numel() for t in tensors), (0, 1, 1, 0)
+    plan = native_norms.GroupedNorms.prepare(numels, groups, 2, torch.float32)
+    assert plan is not None
+    ref = native_norms.grouped_norms(tensors, numels, groups, 2)
+    assert plan(tensors) == ref.tolist()  # the same kernel: bit for bit
+    tensors[1] = tensors[1] * 3  # new tensors (as after the next backward): read again
+    ref = native_norms.grouped_norms(tensors, numels, groups, 2)
+    assert plan(tensors) == ref.tolist()
+    square = torch.randn(6, 5, generator=g)
+    assert plan([*tensors[:3], square.t()[0]]) is None  # not contiguous
+    assert plan([*tensors[:3], tensors[3].double()]) is None  # another dtype
+    assert plan([*tensors[:3], torch.empty(5, device="meta")]) is None  # not on the CPU
+    sparse = torch.sparse_coo_tensor([[0]], [1.0], (5,))
+    assert plan([*tensors[:3], sparse]) is None
+    with pytest.raises(ValueError):  # a different number of tensors is a caller's bug
+        plan(tensors[:3])
+    assert native_norms.GroupedNorms.prepare(numels, groups, 2, torch.float16) is None
+    assert native_norms.GroupedNorms.prepare((), (), 1, torch.float32) is None
+    double = native_norms.GroupedNorms.prepare(numels, groups, 2, torch.float64)
+    assert double is not None
+    torch.testing.assert_close(torch.tensor(double([t.double() for t in tensors])),
+                               ref, rtol=1e-6, atol=0)

@@ -128,3 +128,26 @@ def test_update_tracker_measures_the_step_taken() -> None:
         # plain SGD: ||delta w|| = lr * ||g||
         assert delta == pytest.approx(0.1 * float(stats.layer_grad_norms[i]), rel=1e-4)
     assert tracker.after() is None  # consumed
+
+
+def test_prepared_native_call_and_its_fallbacks_agree() -> None:
+    """Every parameter has a gradient: the layout's prepared native call gives the norms as
+    floats; a gradient the kernel cannot read (transposed, float64) falls back to torch."""
+    from losslab.native.build import load
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 2))
+    net(torch.randn(8, 6)).pow(2).sum().backward()
+    stats = grad_stats(net)
+    reference = [float(p.grad.norm()) for p in net.parameters()]
+    assert stats.param_grad_norms.tolist() == pytest.approx(reference, rel=1e-6)
+    if load("norms") is not None:
+        assert stats._host_norms is not None  # the native floats, no tensor made
+    weight = net[0].weight
+    weight.grad = weight.grad.t().contiguous().t()  # same values, transposed strides
+    assert not weight.grad.is_contiguous()
+    again = grad_stats(net)
+    assert again is not stats and again._host_norms is None  # the torch path
+    assert again.param_grad_norms.tolist() == pytest.approx(reference, rel=1e-6)
+    assert float(again.total_norm) == pytest.approx(math.sqrt(sum(v * v for v in reference)),
+                                                    rel=1e-6)

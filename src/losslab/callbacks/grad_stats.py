@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +50,19 @@ class Layout:
     _index: dict[tuple[torch.device, tuple[int, ...]], tuple[Tensor, Tensor]] = field(
         default_factory=dict)
     _cpu_all: tuple[Tensor, Tensor] | None = None
+    _plan: native_norms.GroupedNorms | None = None
+    _planned: bool = False
+
+    def host_norms(self, grads: list[Tensor]) -> list[float] | None:
+        """[||g_p|| per parameter, ||g||_total, ||g_layer|| per layer] as floats from the native
+        kernel, prepared on first use for these parameters (CPU, float32/64); None otherwise."""
+        if not self._planned:
+            self._planned = True
+            dtype = self.params[0].dtype if self.params else None
+            if dtype is not None and all(p.dtype is dtype and p.is_cpu for p in self.params):
+                self._plan = native_norms.GroupedNorms.prepare(
+                    self.numels, self.layer_ids, len(self.layer_names), dtype)
+        return None if self._plan is None else self._plan(grads)
 
     def index(self, device: torch.device, keep: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         """(layer id of each kept parameter, `packed_mask`) on `device` (cached)."""
@@ -90,7 +102,6 @@ class GradStats:
     mask: Tensor
     device: torch.device
     layer_weight_norms: Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     _packed: Tensor | None = None
     _row: list[float] | None = None
     _host_norms: list[float] | None = None
@@ -251,8 +262,7 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
         stats: GradStats = cached[4]
     elif keep is layout.all_params:  # the layout's own lists, shared (GradStats never mutates)
         num = len(layout.params)
-        host = native_norms.grouped_norms_host(grads, layout.numels, layout.layer_ids,
-                                               len(layout.layer_names))
+        host = layout.host_norms(grads)  # type: ignore[arg-type]
         # CPU kernel: per-parameter, total and layer norms as floats (tensors on request)
         per_param = None if host is not None else foreach_norms(grads)  # type: ignore[arg-type]
         device = _CPU if per_param is None else per_param.device
