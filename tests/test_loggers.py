@@ -39,3 +39,57 @@ def test_zero_interval_flushes_every_time(tmp_path: Path, monkeypatch) -> None:
 def test_negative_interval_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="flush_every_s"):
         TensorBoardLogger(str(tmp_path), flush_every_s=-1)
+
+
+def events(folder: Path) -> list:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    files = sorted(folder.glob("events.out.tfevents.*"))
+    return [e for f in files for e in EventFileLoader(str(f)).Load() if e.HasField("summary")]
+
+
+def test_one_event_per_call_held_until_written(tmp_path: Path) -> None:
+    import torch
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="", flush_every_s=3600,
+                               prefix="fit")
+    logger.save()  # the first save flushes; the interval then holds the next ones back
+    for step in range(3):
+        logger.log_metrics({"loss": torch.tensor(0.5 * step), "epoch": step // 2, "lr": 1e-3},
+                           step)
+        logger.save()
+    logger.experiment.flush()
+    assert events(tmp_path / "tb") == []  # pending in the logger, not lost: see finalize
+    logger.log_metrics({"group": {"a": 1.0, "b": 2.0}}, 3)  # a dict: add_scalars, as Lightning
+    logger.finalize("success")
+    written = events(tmp_path / "tb")
+    scalars = [e for e in written if e.summary.value[0].tag.startswith("fit-")]
+    assert [e.step for e in scalars] == [0, 1, 2]  # one event per call, in order
+    for e in scalars:
+        values = {v.tag: v.tensor.float_val[0] for v in e.summary.value}  # (the loader's form)
+        assert values == pytest.approx({"fit-loss": 0.5 * e.step, "fit-epoch": e.step // 2,
+                                        "fit-lr": 1e-3})
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [s.value for s in acc.Scalars("fit-loss")] == [0.0, 0.5, 1.0]
+    groups = {p.name for p in (tmp_path / "tb").iterdir() if p.is_dir()}
+    assert groups == {"fit-group_a", "fit-group_b"}  # add_scalars' runs
+
+
+def test_many_pending_events_go_to_the_writer_thread_without_a_save(tmp_path: Path) -> None:
+    from losslab import loggers
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="", flush_every_s=3600)
+    for step in range(loggers.MAX_PENDING + 5):
+        logger.log_metrics({"x": float(step)}, step)
+    assert len(logger._pending) == 5  # the first MAX_PENDING were handed over
+    logger.experiment.flush()
+    assert [e.step for e in events(tmp_path / "tb")] == list(range(loggers.MAX_PENDING))
+    logger.finalize("success")
+    assert len(events(tmp_path / "tb")) == loggers.MAX_PENDING + 5
+
+
+def test_a_value_that_is_no_number_is_a_clear_error(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    with pytest.raises(ValueError, match="'loss' = 'high'"):
+        logger.log_metrics({"loss": "high"}, 0)

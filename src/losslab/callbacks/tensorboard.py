@@ -90,20 +90,33 @@ def log_scalar_runs(trainer: L.Trainer,
         records: list[bytes] = []
         event_writer = None
         for tags, rows in runs:
-            cached = _scalar_event(logger.experiment, tags)
-            if cached is None:
+            made = scalar_records(logger.experiment, tags, rows)
+            if made is None:
                 for step, values in rows:
                     logger.log_metrics(dict(zip(tags, values, strict=True)), step=step)
                 continue
-            file_writer, event, slots = cached
-            event_writer = file_writer.event_writer
-            for step, values in rows:
-                for slot, value in zip(slots, values, strict=True):
-                    slot.simple_value = value
-                event.step, event.wall_time = step, time.time()
-                records.append(event.SerializeToString())
+            event_writer, serialized = made
+            records += serialized
         if records:
             write_records(event_writer, records)
+
+
+def scalar_records(writer: Any, tags: tuple[str, ...], rows: list[tuple[int, list[float]]]
+                   ) -> tuple[Any, list[bytes]] | None:
+    """(the writer's EventFileWriter, one serialized Event per row: `tags` with the row's values
+    at its step, stamped now), from the reused proto of this tag set; None when `writer` has no
+    TensorBoard file writer."""
+    cached = _scalar_event(writer, tags)
+    if cached is None:
+        return None
+    file_writer, event, slots = cached
+    records = []
+    for step, values in rows:
+        for slot, value in zip(slots, values, strict=True):
+            slot.simple_value = value
+        event.step, event.wall_time = step, time.time()
+        records.append(event.SerializeToString())
+    return file_writer.event_writer, records
 
 
 def write_records(event_writer: Any, records: list[bytes]) -> None:
