@@ -17,21 +17,30 @@ so it includes its steps' hooks and any epoch-end work that falls in it (the mon
 and heatmap, when B is on then); validation and checkpointing are off. `--block 0`
 interleaves whole epochs.
 
+The timed epochs are split over `--processes` fits, each in a fresh process (default 3), and
+their block pairs pooled: one process samples one memory layout, and on this project's CPU
+that alone moves one fit's ratio by +-2-3% (consecutive single-fit runs gave 1.02 to 1.07 for
+the default MLP; the cost of the hooks' cache misses depends on where things land), more
+than the interval within the fit. Pooling fits averages over layouts.
+
 Reported per model: the median over adjacent (A, B) block pairs of time(B) / time(A), for
 wall-clock and process CPU time; the ratio of the summed times (which counts rare costs such as
-the histograms and the epoch-end work fully); a bootstrap 90% interval of the median; and the
-CPU time spent inside the callbacks' hooks (measured in 4 more B epochs at the end, so the
-timing wrappers do not slow the compared ones) as a share of an A step's CPU time.
+the histograms and the epoch-end work fully); a bootstrap 90% interval of the median; each
+process's own median; and the CPU time spent inside the callbacks' hooks (measured in 4 more
+B epochs at the end of each fit, so the timing wrappers do not slow the compared ones) as a
+share of an A step's CPU time.
 
-    python scripts/bench_grad_overhead.py                  # both models, ~1-2 minutes
+    python scripts/bench_grad_overhead.py                  # both models, ~2-3 minutes
     python scripts/bench_grad_overhead.py --epochs 40 --threads 1 --only default
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,7 +165,7 @@ class Switch(L.Callback):
 
 
 def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: list[str],
-            block: int, hook_epochs: int = 4) -> list[tuple[str, float, float, float, int]]:
+            block: int, hook_epochs: int = 4) -> list[Block]:
     with initialize_config_module("losslab.conf", version_base="1.3"):
         cfg = compose("train", overrides=[
             f"paths.output_dir={out}", f"paths.data_dir={ROOT / 'data'}",
@@ -189,13 +198,22 @@ def one_fit(overrides: list[str], epochs: int, warmup: int, out: Path, extra: li
     return switch.blocks
 
 
-def summarise(blocks: list[tuple[str, float, float, float, int]]) -> dict[str, float]:
-    """Pair each B block with the A block next to it (A B | B A | ...): ratios per pair."""
-    hooked = [b for b in blocks if b[0] == "H"]
+Block = tuple[str, float, float, float, int]  # variant, wall s, CPU s, hook CPU s, steps
+
+
+def block_pairs(blocks: list[Block]) -> list[tuple[Block, Block]]:
+    """Each B block with the A block next to it (A B | B A | ...), of one fit."""
     blocks = [b for b in blocks if b[0] != "H"]
     pairs = [(blocks[i], blocks[i + 1]) for i in range(0, len(blocks) - 1, 2)]
     pairs = [(a, b) if a[0] == "A" else (b, a) for a, b in pairs]
-    pairs = [(a, b) for a, b in pairs if a[0] == "A" and b[0] == "B" and a[4] == b[4]]
+    return [(a, b) for a, b in pairs if a[0] == "A" and b[0] == "B" and a[4] == b[4]]
+
+
+def summarise(fits: list[list[Block]]) -> dict[str, Any]:
+    """Ratios over the (A, B) pairs of all fits, pooled (see the module docstring)."""
+    hooked = [b for blocks in fits for b in blocks if b[0] == "H"]
+    per_fit = [block_pairs(blocks) for blocks in fits]
+    pairs = [pair for fit in per_fit for pair in fit]
     wall = [b[1] / a[1] for a, b in pairs]
     cpu = [b[2] / a[2] for a, b in pairs]
     rng = random.Random(0)
@@ -211,6 +229,8 @@ def summarise(blocks: list[tuple[str, float, float, float, int]]) -> dict[str, f
         "ms_per_step_a": 1e3 * statistics.median(a[1] / a[4] for a, _ in pairs),
         "ms_per_step_b": 1e3 * statistics.median(b[1] / b[4] for _, b in pairs),
         "steps_per_block": statistics.median(a[4] for a, _ in pairs),
+        "per_process": [statistics.median(b[1] / a[1] for a, b in fit) for fit in per_fit
+                        if fit],
     }
 
 
@@ -226,7 +246,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["default", "deep"], default=None)
     parser.add_argument("--block", type=int, default=10,
                         help="steps per interleaved block (0: whole epochs)")
+    parser.add_argument("--processes", type=int, default=3,
+                        help="fits per model, each in a fresh process, pooled (1: in this one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--blocks-to", type=Path, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("overrides", nargs="*", help="extra overrides for both variants")
     args = parser.parse_args()
     if args.threads:
@@ -237,35 +260,68 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("losslab").setLevel(logging.ERROR)  # the deep default-init MLP vanishes
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"log_every_n_steps=1; blocks of {args.block or 'one epoch of'} steps interleaved "
-          f"{PATTERN}... inside one fit")
-    structured: dict[str, dict[str, dict[str, float]]] = {}
     models = list(MODELS.items())
     if args.only:
         models = models[:1] if args.only == "default" else models[1:]
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (overrides, default_epochs, per_rep) in models:
-            epochs = args.epochs or (max(8, per_rep * args.reps) if args.reps else default_epochs)
-            epochs += epochs % 2
-            t0 = time.time()
-            result = summarise(one_fit(overrides, epochs, args.warmup, Path(tmp) / "run",
-                                       args.overrides, args.block))
-            structured[name] = {"all three (defaults)": result}
-            print(f"\n{name}: {result['pairs']} (A, B) pairs of {result['steps_per_block']:.0f}-"
-                  f"step blocks, {time.time() - t0:.0f} s")
-            print(f"  step: A {result['ms_per_step_a']:.2f} ms, B "
-                  f"{result['ms_per_step_b']:.2f} ms (medians)")
-            print(f"  B / A: {result['ratio']:.3f}x wall (90% CI {result['ci90_low']:.3f}-"
-                  f"{result['ci90_high']:.3f}), {result['cpu_ratio']:.3f}x CPU, "
-                  f"{result['ratio_of_sums']:.3f}x summed wall; hooks "
-                  f"{100 * result['hooks_cpu_fraction']:.1f}% of the step's CPU")
+    processes = max(1, args.processes)
+    hook_epochs = 4 if processes == 1 else 2
+    if args.blocks_to:  # one fit of one model, its blocks to a file (see `fits_in_processes`)
+        (_, (overrides, _, _)), = models
+        with tempfile.TemporaryDirectory() as tmp:
+            blocks = one_fit(overrides, args.epochs, args.warmup, Path(tmp) / "run",
+                             args.overrides, args.block, hook_epochs)
+        args.blocks_to.write_text(json.dumps(blocks))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"log_every_n_steps=1; blocks of {args.block or 'one epoch of'} steps interleaved "
+          f"{PATTERN}... inside each fit; {processes} fit(s) per model, pooled")
+    structured: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, (overrides, default_epochs, per_rep) in models:
+        epochs = args.epochs or (max(8, per_rep * args.reps) if args.reps else default_epochs)
+        each = -(-epochs // processes)
+        each += each % 2
+        t0 = time.time()
+        if processes == 1:
+            with tempfile.TemporaryDirectory() as tmp:
+                fits = [one_fit(overrides, each, args.warmup, Path(tmp) / "run",
+                                args.overrides, args.block, hook_epochs)]
+        else:
+            only = "default" if name == next(iter(MODELS)) else "deep"
+            fits = fits_in_processes(only, each, processes, args)
+        result = summarise(fits)
+        structured[name] = {"all three (defaults)": result}
+        print(f"\n{name}: {result['pairs']} (A, B) pairs of {result['steps_per_block']:.0f}-"
+              f"step blocks from {len(fits)} fit(s), {time.time() - t0:.0f} s")
+        print(f"  step: A {result['ms_per_step_a']:.2f} ms, B "
+              f"{result['ms_per_step_b']:.2f} ms (medians)")
+        print(f"  B / A: {result['ratio']:.3f}x wall (90% CI {result['ci90_low']:.3f}-"
+              f"{result['ci90_high']:.3f}), {result['cpu_ratio']:.3f}x CPU, "
+              f"{result['ratio_of_sums']:.3f}x summed wall; hooks "
+              f"{100 * result['hooks_cpu_fraction']:.1f}% of the step's CPU")
+        print("  each fit's median: " + ", ".join(f"{r:.3f}x" for r in result["per_process"]))
     if args.json:
-        import json
-
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(structured, indent=2))
     sys.stdout.flush()
+
+
+def fits_in_processes(only: str, epochs: int, processes: int,
+                      args: argparse.Namespace) -> list[list[Block]]:
+    """`processes` fits of one model, one after another, each in a fresh Python process."""
+    fits = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(processes):
+            path = Path(tmp) / f"blocks{k}.json"
+            command = [sys.executable, __file__, "--only", only, "--epochs", str(epochs),
+                       "--warmup", str(args.warmup), "--block", str(args.block),
+                       "--processes", str(processes), "--blocks-to", str(path)]
+            if args.threads:
+                command += ["--threads", str(args.threads)]
+            done = subprocess.run([*command, *args.overrides], capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"a benchmark fit failed:\n{done.stderr[-3000:]}")
+            fits.append([tuple(b) for b in json.loads(path.read_text())])
+    return fits
 
 
 if __name__ == "__main__":
