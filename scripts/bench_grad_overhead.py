@@ -61,7 +61,7 @@ PATTERN = "ABBA"  # A B B A: a linear drift within each group of four cancels
 MODELS = {  # name: (overrides, default timed epochs, timed epochs per --reps)
     "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48, 8),
     "MLP 20x512 gelu, batch 256": (["model.hidden=null", "model.depth=20", "model.width=512",
-                                    "data.batch_size=256"], 16, 6),
+                                    "data.batch_size=256"], 16, 5),
 }
 HOOKS = ("on_before_backward", "on_before_optimizer_step", "on_train_batch_end",
          "on_train_epoch_end")
@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed epochs first (B)")
     parser.add_argument("--reps", type=int, default=None,
                         help="(make bench) scales --epochs: reps x 8 epochs (default MLP) or "
-                             "x 6 (deep MLP), at least 8")
+                             "x 5 (deep MLP), at least 8")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--only", choices=["default", "deep"], default=None)
     parser.add_argument("--block", type=int, default=10,

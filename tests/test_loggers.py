@@ -48,16 +48,20 @@ def events(folder: Path) -> list:
     return [e for f in files for e in EventFileLoader(str(f)).Load() if e.HasField("summary")]
 
 
-def test_one_event_per_call_held_until_written(tmp_path: Path) -> None:
+def test_one_event_per_call_held_until_written(tmp_path: Path, monkeypatch) -> None:
     import torch
+
+    from losslab import loggers
 
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="", flush_every_s=3600,
                                prefix="fit")
     logger.save()  # the first save flushes; the interval then holds the next ones back
     for step in range(3):
+        monkeypatch.setattr(loggers.time, "time", lambda step=step: 1000.0 + step)
         logger.log_metrics({"loss": torch.tensor(0.5 * step), "epoch": step // 2, "lr": 1e-3},
                            step)
         logger.save()
+    monkeypatch.undo()
     logger.experiment.flush()
     assert events(tmp_path / "tb") == []  # pending in the logger, not lost: see finalize
     logger.log_metrics({"group": {"a": 1.0, "b": 2.0}}, 3)  # a dict: add_scalars, as Lightning
@@ -65,6 +69,7 @@ def test_one_event_per_call_held_until_written(tmp_path: Path) -> None:
     written = events(tmp_path / "tb")
     scalars = [e for e in written if e.summary.value[0].tag.startswith("fit-")]
     assert [e.step for e in scalars] == [0, 1, 2]  # one event per call, in order
+    assert [e.wall_time for e in scalars] == [1000.0, 1001.0, 1002.0]  # when it was logged
     for e in scalars:
         values = {v.tag: v.tensor.float_val[0] for v in e.summary.value}  # (the loader's form)
         assert values == pytest.approx({"fit-loss": 0.5 * e.step, "fit-epoch": e.step // 2,

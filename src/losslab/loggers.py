@@ -11,9 +11,10 @@ lost and the files are complete when the run ends.
 `log_metrics` makes ONE event of a call's scalars (Lightning's makes one per metric, and
 TensorBoard's writer thread opens, appends to and closes the event file for each: ~0.1 ms of
 that thread's CPU, holding the GIL, per metric; three per step at `log_every_n_steps=1` in the
-default run, the training loss, the epoch and the learning rate). The events wait here and
-reach the writer thread as one item when `save()` flushes (so also at most `flush_every_s`
-behind), when 256 are pending, and at `finalize`. TensorBoard's record checksums run in C
+default run, the training loss, the epoch and the learning rate). A call only records the
+values (and the time); they are serialized together and reach the writer thread as one item
+when `save()` flushes (so also at most `flush_every_s` behind), when 256 calls are pending,
+and at `finalize`. TensorBoard's record checksums run in C
 (`use_fast_tensorboard_crc`) where google-crc32c is installed.
 """
 
@@ -45,8 +46,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         super().__init__(*args, **kwargs)
         self.flush_every_s = float(flush_every_s)
         self._last_save = -math.inf
-        self._pending: list[bytes] = []
-        self._pending_writer: Any = None
+        #: (tags, step, wall time, values) of each `log_metrics` call not yet written
+        self._pending: list[tuple[tuple[str, ...], int, float, list[float]]] = []
         use_fast_tensorboard_crc()
 
     @rank_zero_only
@@ -69,20 +70,10 @@ class TensorBoardLogger(LightningTensorBoardLogger):
                                  "log a number, a one-element tensor or a dict of them."
                                  ) from error
             tags.append(key)
-        if not tags:
-            return
-        made = scalar_records(self.experiment, tuple(tags), [(int(step or 0), values)])
-        if made is None:  # not TensorBoard's own writer: one add_scalar per value
-            for key, value in zip(tags, values, strict=True):
-                self.experiment.add_scalar(key, value, step)
-            return
-        event_writer, records = made
-        if event_writer is not self._pending_writer:
-            self.write_pending()
-            self._pending_writer = event_writer
-        self._pending += records
-        if len(self._pending) >= MAX_PENDING:
-            self.write_pending()
+        if tags:  # serialized in `write_pending`, with the others (warm code, one loop)
+            self._pending.append((tuple(tags), int(step or 0), time.time(), values))
+            if len(self._pending) >= MAX_PENDING:
+                self.write_pending()
 
     def _add_prefix(self, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
         if not self._prefix:
@@ -90,10 +81,24 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         return {f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}": v for k, v in metrics.items()}
 
     def write_pending(self) -> None:
-        """Hand the pending events to TensorBoard's writer thread (one queue item)."""
+        """The pending scalars as events (one per `log_metrics` call, stamped when it was
+        made), handed to TensorBoard's writer thread as one queue item."""
         pending, self._pending = self._pending, []
-        if pending:
-            write_records(self._pending_writer, pending)
+        if not pending:
+            return
+        experiment = self.experiment
+        records: list[bytes] = []
+        event_writer = None
+        for tags, step, wall_time, values in pending:
+            made = scalar_records(experiment, tags, [(step, values)], [wall_time])
+            if made is None:  # not TensorBoard's own writer: one add_scalar per value
+                for key, value in zip(tags, values, strict=True):
+                    experiment.add_scalar(key, value, step, walltime=wall_time)
+                continue
+            event_writer, serialized = made
+            records += serialized
+        if records:
+            write_records(event_writer, records)
 
     def save(self) -> None:
         now = time.monotonic()

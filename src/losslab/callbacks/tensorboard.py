@@ -101,20 +101,21 @@ def log_scalar_runs(trainer: L.Trainer,
             write_records(event_writer, records)
 
 
-def scalar_records(writer: Any, tags: tuple[str, ...], rows: list[tuple[int, list[float]]]
-                   ) -> tuple[Any, list[bytes]] | None:
+def scalar_records(writer: Any, tags: tuple[str, ...], rows: list[tuple[int, list[float]]],
+                   wall_times: list[float] | None = None) -> tuple[Any, list[bytes]] | None:
     """(the writer's EventFileWriter, one serialized Event per row: `tags` with the row's values
-    at its step, stamped now), from the reused proto of this tag set; None when `writer` has no
-    TensorBoard file writer."""
+    at its step, stamped now or with `wall_times`), from the reused proto of this tag set; None
+    when `writer` has no TensorBoard file writer."""
     cached = _scalar_event(writer, tags)
     if cached is None:
         return None
     file_writer, event, slots = cached
     records = []
-    for step, values in rows:
+    now = time.time()
+    for k, (step, values) in enumerate(rows):
         for slot, value in zip(slots, values, strict=True):
             slot.simple_value = value
-        event.step, event.wall_time = step, time.time()
+        event.step, event.wall_time = step, now if wall_times is None else wall_times[k]
         records.append(event.SerializeToString())
     return file_writer.event_writer, records
 
