@@ -77,3 +77,26 @@ def test_test_doubles_are_read_every_time() -> None:
     assert global_step(double) == 4 and not is_global_zero(double)
     double.global_step, double.is_global_zero = 5, True
     assert global_step(double) == 5 and is_global_zero(double)
+
+
+def test_the_rank_is_read_again_in_a_forked_child_and_after_pickling(tmp_path) -> None:
+    import multiprocessing
+    import pickle
+
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    assert is_global_zero(trainer)
+    object.__setattr__(trainer, "_losslab_global_zero",  # a stale value of another process:
+                       (trainer._losslab_global_zero[0], False))  # (as if cached there)
+    assert not is_global_zero(trainer)  # this process's token: the cached value is used
+
+    def child(queue) -> None:
+        queue.put(is_global_zero(trainer))  # a new token after the fork: looked up again
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    process = ctx.Process(target=child, args=(queue,))
+    process.start()
+    process.join(30)
+    assert queue.get(timeout=5) is True
+    token = pickle.loads(pickle.dumps(trainer._losslab_global_zero))[0]
+    assert token is not trainer._losslab_global_zero[0]  # unpickled: never this process's

@@ -8,7 +8,9 @@ count (`..._OptimizationProgress.optimizer.step.total` under automatic optimizat
 `_ManualOptimization.optim_step_progress.total` under manual) is looked up once per fit and
 then read with one attribute access: Lightning updates and resets it in place (also when it
 restores a checkpoint), so the read equals `trainer.global_step`. The global-zero flag is kept
-per process (a trainer pickled into DDP-spawned workers looks it up again there).
+per process: with a token object made at import and again in a forked child, so a trainer
+pickled into DDP-spawned workers, or inherited by a fork, looks it up again there (without a
+`getpid` system call per read).
 `forget(trainer)` drops both (the callbacks call it in `on_fit_start`). Anything that is not a
 Lightning Trainer (a test double) is read through its own attributes every time.
 """
@@ -22,6 +24,19 @@ import lightning.pytorch as L
 
 _STEP = "_losslab_step_tracker"
 _ZERO = "_losslab_global_zero"
+
+
+class _Process:
+    """This process's token (a new one in every interpreter and after every fork)."""
+
+    token = object()
+
+    @classmethod
+    def renew(cls) -> None:
+        cls.token = object()
+
+
+os.register_at_fork(after_in_child=_Process.renew)
 
 
 def _step_tracker(trainer: L.Trainer) -> Any | None:
@@ -52,12 +67,11 @@ def global_step(trainer: Any) -> int:
 def is_global_zero(trainer: Any) -> bool:
     """`trainer.is_global_zero`, looked up once per fit and process."""
     cached = getattr(trainer, _ZERO, None)
-    pid = os.getpid()
-    if cached is not None and cached[0] == pid:
+    if cached is not None and cached[0] is _Process.token:
         return cached[1]
     value = bool(trainer.is_global_zero)
     if isinstance(trainer, L.Trainer):
-        object.__setattr__(trainer, _ZERO, (pid, value))
+        object.__setattr__(trainer, _ZERO, (_Process.token, value))
     return value
 
 
