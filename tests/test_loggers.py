@@ -96,5 +96,9 @@ def test_many_pending_events_go_to_the_writer_thread_without_a_save(tmp_path: Pa
 
 def test_a_value_that_is_no_number_is_a_clear_error(tmp_path: Path) -> None:
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
-    with pytest.raises(ValueError, match="'loss' = 'high'"):
+    with pytest.raises(ValueError, match="'loss' = 'high'.*one-element tensor"):
         logger.log_metrics({"loss": "high"}, 0)
+    import torch
+
+    with pytest.raises(ValueError, match="'loss' = tensor"):
+        logger.log_metrics({"loss": torch.ones(2)}, 0)

@@ -32,7 +32,7 @@ from torch import Tensor
 from losslab.callbacks.tensorboard import scalar_records, use_fast_tensorboard_crc, write_records
 from losslab.errors import check_range
 
-#: pending events that make the logger hand them to the writer thread before the next flush
+#: pending `log_metrics` calls that make the logger write them before the next flush
 MAX_PENDING = 256
 
 
@@ -58,14 +58,12 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         tags: list[str] = []
         values: list[float] = []
         for key, value in metrics.items():
-            if isinstance(value, Tensor):
-                value = value.item()
             if isinstance(value, dict):
                 self.experiment.add_scalars(key, value, step)
                 continue
             try:
-                values.append(float(value))
-            except (TypeError, ValueError) as error:
+                values.append(float(value.item() if isinstance(value, Tensor) else value))
+            except (TypeError, ValueError, RuntimeError) as error:
                 raise ValueError(f"logger.tensorboard: cannot log metric {key!r} = {value!r}: "
                                  "log a number, a one-element tensor or a dict of them."
                                  ) from error
