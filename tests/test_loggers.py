@@ -102,3 +102,32 @@ def test_a_value_that_is_no_number_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="'loss' = tensor"):
         logger.log_metrics({"loss": torch.ones(2)}, 0)
+
+
+def test_gradient_rows_wait_with_the_metrics_and_go_out_as_one_item(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from losslab.callbacks.tensorboard import log_scalar_runs, log_scalars
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="", flush_every_s=3600)
+    logger.save()
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[logger])
+    async_writer = logger.experiment._get_file_writer().event_writer._async_writer
+    items: list[bytes] = []
+    original = async_writer.write
+    async_writer.write = lambda data: (items.append(data), original(data))
+    for step in range(3):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step)
+    log_scalar_runs(trainer, [(("grad/norm_total", "grad/norm/a"),
+                               [(s, [2.0 * s, float(s)]) for s in range(3)])])
+    log_scalars(trainer, {"health/skipped_steps": 0.0}, 2)
+    assert items == [] and len(logger._pending) == 7  # nothing written yet
+    logger.finalize("success")
+    assert len(items) == 1  # the seven events, one item for the writer thread
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("grad/norm_total")] == [(0, 0.0), (1, 2.0),
+                                                                           (2, 4.0)]
+    assert [e.value for e in acc.Scalars("grad/norm/a")] == [0.0, 1.0, 2.0]
+    assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2]
+    assert [e.step for e in acc.Scalars("health/skipped_steps")] == [2]

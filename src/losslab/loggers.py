@@ -14,8 +14,9 @@ that thread's CPU, holding the GIL, per metric; three per step at `log_every_n_s
 default run, the training loss, the epoch and the learning rate). A call only records the
 values (and the time); they are serialized together and reach the writer thread as one item
 when `save()` flushes (so also at most `flush_every_s` behind), when 256 calls are pending,
-and at `finalize`. TensorBoard's record checksums run in C
-(`use_fast_tensorboard_crc`) where google-crc32c is installed.
+and at `finalize`. The gradient callbacks' scalars (`log_rows`, via
+`losslab.callbacks.tensorboard.log_scalar_runs`) wait with them. TensorBoard's record
+checksums run in C (`use_fast_tensorboard_crc`) where google-crc32c is installed.
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             self._pending.append((tuple(tags), int(step or 0), time.time(), values))
             if len(self._pending) >= MAX_PENDING:
                 self.write_pending()
+
+    def log_rows(self, tags: tuple[str, ...], rows: list[tuple[int, list[float]]]) -> None:
+        """Several steps' values of the same `tags` (floats), pending like `log_metrics` calls
+        (what the gradient callbacks write through `log_scalar_runs`; the prefix applies)."""
+        if self._prefix:
+            tags = tuple(f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}" for k in tags)
+        now = time.time()
+        self._pending += [(tags, step, now, values) for step, values in rows]
+        if len(self._pending) >= MAX_PENDING:
+            self.write_pending()
 
     def _add_prefix(self, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
         if not self._prefix:

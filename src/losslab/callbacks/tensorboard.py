@@ -12,11 +12,13 @@
 * `use_fast_tensorboard_crc()`: TensorBoard's record checksums in C (google-crc32c).
 
 Several steps' scalar events (`log_scalar_rows`) reach the event file as ONE item of the
-writer thread's queue: the records are framed here (TFRecord framing: length, its masked
-CRC32C, the event, its masked CRC32C) and handed over as `FramedRecords`, which the writer
-passes through unframed. TensorBoard's writer thread otherwise wakes, takes the GIL and opens,
-appends to and closes the event file once per event (its local-file `GFile.write`): ten times
-per flush of the gradient monitor at `log_every_n_steps=1`, now once.
+writer thread's queue (with losslab's TensorBoardLogger, together with everything else it
+has pending, at its next throttled flush): the records are framed here (TFRecord framing:
+length, its masked CRC32C, the event, its masked CRC32C) and handed over as
+`FramedRecords`, which the writer passes through unframed. TensorBoard's writer thread
+otherwise wakes, takes the GIL and opens, appends to and closes the event file once per
+event (its local-file `GFile.write`): ten times per flush of the gradient monitor at
+`log_every_n_steps=1`, now once.
 """
 
 from __future__ import annotations
@@ -77,11 +79,18 @@ def log_scalar_runs(trainer: L.Trainer,
                     runs: list[tuple[tuple[str, ...], list[tuple[int, list[float]]]]]) -> None:
     """Runs of steps, each run with its own tags, in step order: one TensorBoard event per step
     (a reused proto per tag set, refilled), all of them queued to the event file as one item
-    (`FramedRecords`); the loggers and writers are looked up once per run."""
+    (`FramedRecords`); the loggers and writers are looked up once per run. losslab's own
+    TensorBoardLogger (`losslab.loggers`) takes the rows as they are (`log_rows`) and writes
+    them with its pending `log_metrics` calls, at its next throttled flush."""
     runs = [(tags, rows) for tags, rows in runs if tags and rows]
     if not runs or not is_global_zero(trainer):
         return
     for logger in trainer.loggers:
+        log_rows = getattr(logger, "log_rows", None)
+        if log_rows is not None:
+            for tags, rows in runs:
+                log_rows(tags, rows)
+            continue
         if not isinstance(logger, TensorBoardLogger):
             for tags, rows in runs:
                 for step, values in rows:
