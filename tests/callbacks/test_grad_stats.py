@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from losslab.callbacks.grad_stats import UpdateTracker, grad_stats, layer_name, reset_layout
+from losslab.callbacks.grad_stats import (
+    GradStats,
+    UpdateTracker,
+    get_layout,
+    grad_stats,
+    layer_name,
+    reset_layout,
+)
 
 
 class Net(nn.Module):
@@ -151,3 +158,32 @@ def test_prepared_native_call_and_its_fallbacks_agree() -> None:
     assert again.param_grad_norms.tolist() == pytest.approx(reference, rel=1e-6)
     assert float(again.total_norm) == pytest.approx(math.sqrt(sum(v * v for v in reference)),
                                                     rel=1e-6)
+
+
+def test_host_stats_has_the_fields_the_constructor_gives() -> None:
+    """`Layout.host_stats` (the per-step CPU path: fixed fields copied from a per-layout dict)
+    builds the same GradStats as the dataclass constructor, and each step gets its own."""
+    from dataclasses import fields
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    net(torch.randn(5, 3)).sum().backward()
+    layout = get_layout(net)
+    num = len(layout.params)
+    host = [float(i + 1) for i in range(num + 1 + len(layout.layer_names))]
+    index, mask = layout.index(torch.device("cpu"), layout.all_params)
+    built = GradStats(step=7, layer_names=layout.layer_names, _param_norms=None,
+                      params=layout.params, param_names=layout.param_names, param_layer=index,
+                      param_layer_ids=layout.layer_of_param, mask=mask,
+                      device=torch.device("cpu"), _row=host[num:], _host_norms=host[:num])
+    fast = layout.host_stats(7, host)
+    assert type(fast) is GradStats
+    for f in fields(GradStats):
+        assert getattr(fast, f.name) is getattr(built, f.name) or \
+            getattr(fast, f.name) == getattr(built, f.name), f.name
+    assert fast.host_row() == host[num:]
+    assert fast.param_grad_norms.tolist() == host[:num]
+    assert fast.total_norm.item() == host[num]
+    other = layout.host_stats(8, host)
+    assert other is not fast and other.step == 8 and fast.step == 7
+    other.layer_weight_norms = torch.ones(2)  # set on one step's stats only
+    assert fast.layer_weight_norms is None

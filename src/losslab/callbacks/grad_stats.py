@@ -52,6 +52,7 @@ class Layout:
     _cpu_all: tuple[Tensor, Tensor] | None = None
     _plan: native_norms.GroupedNorms | None = None
     _planned: bool = False
+    _host_fields: dict[str, object] | None = None
 
     def host_norms(self, grads: list[Tensor]) -> list[float] | None:
         """[||g_p|| per parameter, ||g||_total, ||g_layer|| per layer] as floats from the native
@@ -63,6 +64,23 @@ class Layout:
                 self._plan = native_norms.GroupedNorms.prepare(
                     self.numels, self.layer_ids, len(self.layer_names), dtype)
         return None if self._plan is None else self._plan(grads)
+
+    def host_stats(self, step: int, host: list[float]) -> GradStats:
+        """The step's GradStats from `host_norms`' floats: the fields that do not change from
+        step to step are built once per layout and copied (a third of the dataclass
+        constructor's cost, which runs with the interpreter's caches cold after backward)."""
+        fields = self._host_fields
+        if fields is None:
+            index, mask = self.index(_CPU, self.all_params)
+            fields = self._host_fields = {
+                "layer_names": self.layer_names, "_param_norms": None, "params": self.params,
+                "param_names": self.param_names, "param_layer": index,
+                "param_layer_ids": self.layer_of_param, "mask": mask, "device": _CPU,
+                "layer_weight_norms": None, "_packed": None, "on_cpu": True}
+        num = len(self.params)
+        stats = object.__new__(GradStats)
+        stats.__dict__ = {**fields, "step": step, "_row": host[num:], "_host_norms": host[:num]}
+        return stats
 
     def index(self, device: torch.device, keep: tuple[int, ...]) -> tuple[Tensor, Tensor]:
         """(layer id of each kept parameter, `packed_mask`) on `device` (cached)."""
@@ -261,18 +279,16 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
             and cached[2] == version and cached[3] == keep:
         stats: GradStats = cached[4]
     elif keep is layout.all_params:  # the layout's own lists, shared (GradStats never mutates)
-        num = len(layout.params)
         host = layout.host_norms(grads)  # type: ignore[arg-type]
-        # CPU kernel: per-parameter, total and layer norms as floats (tensors on request)
-        per_param = None if host is not None else foreach_norms(grads)  # type: ignore[arg-type]
-        device = _CPU if per_param is None else per_param.device
-        index, mask = layout.index(device, keep)
-        stats = GradStats(
-            step=step, layer_names=layout.layer_names, _param_norms=per_param,
-            params=layout.params, param_names=layout.param_names, param_layer=index,
-            param_layer_ids=layout.layer_of_param, mask=mask, device=device,
-            _row=None if host is None else host[num:],
-            _host_norms=None if host is None else host[:num])
+        if host is not None:  # CPU kernel: per-parameter, total and layer norms as floats
+            stats = layout.host_stats(step, host)  # (tensors on request)
+        else:
+            per_param = foreach_norms(grads)  # type: ignore[arg-type]
+            index, mask = layout.index(per_param.device, keep)
+            stats = GradStats(
+                step=step, layer_names=layout.layer_names, _param_norms=per_param,
+                params=layout.params, param_names=layout.param_names, param_layer=index,
+                param_layer_ids=layout.layer_of_param, mask=mask, device=per_param.device)
         object.__setattr__(module, _CACHE_ATTR, (step, weakref.ref(grads[0]), version, keep,
                                                  stats))
     else:  # some parameters have no gradient: renumber the layers that have one
