@@ -61,7 +61,7 @@ from torch import Tensor
 
 from losslab.callbacks.grad_stats import grad_stats, reset_layout
 from losslab.callbacks.tensorboard import log_scalars
-from losslab.callbacks.trainer_reads import forget, global_step
+from losslab.callbacks.trainer_reads import forget, global_step, is_global_zero
 from losslab.errors import UserError, check_choice, check_range
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class GradHealth(Callback):
         self._last_checked = -1
         self._dirty = False
         self._names: tuple[str, ...] = ()
-        self._logged: dict[str, float] | None = None
+        self._logged: tuple[int, ...] | None = None  # the counts last logged
         self._last_step = -1
         self.guard.skipped = 0
 
@@ -345,12 +345,13 @@ class GradHealth(Callback):
     def _log(self, trainer: L.Trainer, step: int, force: bool = False) -> None:
         """health/* counters, when they changed since they were last logged (and once at the
         first check, so the charts exist): TensorBoard draws them as steps."""
-        if not (self.log_to_loggers and trainer.is_global_zero):
+        if not (self.log_to_loggers and is_global_zero(trainer)):
             return
-        metrics = {f"health/{k}_events": float(v) for k, v in self.counts.items()}
-        metrics["health/skipped_steps"] = float(self.guard.skipped)
-        if metrics != self._logged or force:
-            self._logged = metrics
+        counts = (*self.counts.values(), self.guard.skipped)
+        if counts != self._logged or force:
+            self._logged = counts
+            metrics = {f"health/{k}_events": float(v) for k, v in self.counts.items()}
+            metrics["health/skipped_steps"] = float(self.guard.skipped)
             log_scalars(trainer, metrics, step)
 
     def _judge_step(self, trainer: L.Trainer, step: int, total: float, loss: float,
