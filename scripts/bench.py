@@ -112,9 +112,14 @@ def markdown(r: dict[str, Any]) -> str:
                 ratio <= 1.3)
     st = r.get("startup")
     if st:
+        refs = ""
+        if "raw_first_step_s" in st:
+            refs = (f"; references: plain PyTorch script -> first step "
+                    f"{st['raw_first_step_s']:.2f} s, `import lightning.pytorch` "
+                    f"{st['import_lightning_s']:.2f} s")
         row("start-up: `python train.py` -> first step", f"{st['first_step_s']:.2f} s "
             f"(import losslab {st['import_losslab_s']:.3f} s, training stack "
-            f"{st['import_training_stack_s']:.2f} s)", "<= 4 s", st["first_step_s"] <= 4)
+            f"{st['import_training_stack_s']:.2f} s{refs})", "<= 4 s", st["first_step_s"] <= 4)
     tta = r.get("tta")
     if tta:
         row("time to 0.68 test accuracy", f"plain loop {fmt(tta['raw']['seconds'])} s, losslab "

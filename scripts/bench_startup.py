@@ -4,6 +4,10 @@ import time of `losslab` and of the training stack (`losslab.run`: Lightning, to
 Each measurement is a fresh process (median of `--reps`): the first-step time comes from
 `losslab.callbacks.timing.FirstStepTimer` (a callback added on the command line, which stops
 the run after that step); import times are `python -c "import X"` minus `python -c "pass"`.
+Two references, measured alongside: the same point in a plain PyTorch script (import torch,
+build the default MLP and its Adam optimizer, make a batch: the floor any torch program pays,
+including `torch._dynamo`, which torch imports when an optimizer is built), and
+`import lightning.pytorch` alone (what any Lightning program pays on top).
 
     python scripts/bench_startup.py --reps 3 --json bench/startup.json
 """
@@ -48,6 +52,34 @@ def first_step(tmp: Path) -> float:
     return json.loads(marker.read_text())["first_step_unix"] - t0
 
 
+RAW_SCRIPT = """
+import json, sys, time
+import torch
+from torch import nn
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(40, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
+                      nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 10))
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+x, y = torch.randn(100, 40), torch.randint(0, 10, (100,))
+with open(sys.argv[1], "w") as f:
+    json.dump({"first_step_unix": time.time()}, f)
+loss = nn.functional.cross_entropy(model(x), y)
+loss.backward()
+optimizer.step()
+"""
+
+
+def raw_first_step(tmp: Path) -> float:
+    """Seconds from launching a plain PyTorch script to the start of its first step."""
+    marker = tmp / "raw_first_step.json"
+    marker.unlink(missing_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    t0 = time.time()
+    subprocess.run([sys.executable, "-c", RAW_SCRIPT, str(marker)], cwd=ROOT, env=env,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(marker.read_text())["first_step_unix"] - t0
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -56,23 +88,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         first_step(Path(tmp))  # warm the file-system cache and the data cache
         samples: dict[str, list[float]] = {"python": [], "losslab": [], "losslab.run": [],
-                                           "first_step": []}
+                                           "lightning": [], "first_step": [],
+                                           "raw_first_step": []}
         for _ in range(args.reps):
             samples["python"].append(launch(["-c", "pass"]))
             samples["losslab"].append(launch(["-c", "import losslab"]))
             samples["losslab.run"].append(launch(["-c", "import losslab.run"]))
+            samples["lightning"].append(launch(["-c", "import lightning.pytorch"]))
             samples["first_step"].append(first_step(Path(tmp)))
+            samples["raw_first_step"].append(raw_first_step(Path(tmp)))
     med = {k: statistics.median(v) for k, v in samples.items()}
     results = {
         "first_step_s": med["first_step"],
         "import_losslab_s": med["losslab"] - med["python"],
         "import_training_stack_s": med["losslab.run"] - med["python"],
+        "import_lightning_s": med["lightning"] - med["python"],
+        "raw_first_step_s": med["raw_first_step"],
         "python_s": med["python"], "reps": args.reps,
     }
     print(f"start-up (median of {args.reps} fresh processes): python train.py -> first "
           f"training step {results['first_step_s']:.2f} s; import losslab "
           f"{results['import_losslab_s']:.3f} s; import losslab.run (Lightning, torch, "
-          f"torchmetrics, Hydra) {results['import_training_stack_s']:.2f} s")
+          f"torchmetrics, Hydra) {results['import_training_stack_s']:.2f} s; references: "
+          f"plain PyTorch script -> first step {results['raw_first_step_s']:.2f} s, import "
+          f"lightning.pytorch {results['import_lightning_s']:.2f} s")
     write_json(args.json, results)
     return results
 

@@ -151,3 +151,16 @@ def test_report_on_a_sweep_folder_keeps_the_sweep_summary(tmp_path, capsys) -> N
     assert script("report").main([str(tmp_path), "--no-curves"]) == 0
     assert (tmp_path / "summary.md").is_file() and not (tmp_path / "report").exists()
     assert "2 jobs: 2 ok" in capsys.readouterr().out
+
+
+def test_bench_startup_reference_script_and_table_row(tmp_path) -> None:
+    """The plain-PyTorch reference of the start-up benchmark runs (a fresh process that builds
+    the default MLP and Adam) and the table shows both references next to losslab's time."""
+    seconds = script("bench_startup").raw_first_step(tmp_path)
+    assert 0 < seconds < 120
+    startup = {"first_step_s": 5.5, "import_losslab_s": 0.001, "import_training_stack_s": 5.6,
+               "raw_first_step_s": 2.7, "import_lightning_s": 5.4}
+    table = script("bench").markdown({"date": "today", "machine": "here", "startup": startup})
+    row = next(line for line in table.splitlines() if line.startswith("| start-up"))
+    assert "plain PyTorch script -> first step 2.70 s" in row
+    assert "`import lightning.pytorch` 5.40 s" in row and row.endswith("| **no** |")
