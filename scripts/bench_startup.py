@@ -1,5 +1,5 @@
 """Start-up: seconds from launching `python train.py` to its first training step, and the
-import time of `losslab` and of the training stack (`losslab.run`: Lightning, torch, ...).
+import time of `losslab`.
 
 Each measurement is a fresh process (median of `--reps`): the first-step time comes from
 `losslab.callbacks.timing.FirstStepTimer` (a callback added on the command line, which stops
@@ -87,13 +87,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         first_step(Path(tmp))  # warm the file-system cache and the data cache
-        samples: dict[str, list[float]] = {"python": [], "losslab": [], "losslab.run": [],
-                                           "lightning": [], "first_step": [],
-                                           "raw_first_step": []}
+        samples: dict[str, list[float]] = {"python": [], "losslab": [], "lightning": [],
+                                           "first_step": [], "raw_first_step": []}
         for _ in range(args.reps):
             samples["python"].append(launch(["-c", "pass"]))
             samples["losslab"].append(launch(["-c", "import losslab"]))
-            samples["losslab.run"].append(launch(["-c", "import losslab.run"]))
             samples["lightning"].append(launch(["-c", "import lightning.pytorch"]))
             samples["first_step"].append(first_step(Path(tmp)))
             samples["raw_first_step"].append(raw_first_step(Path(tmp)))
@@ -101,15 +99,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "first_step_s": med["first_step"],
         "import_losslab_s": med["losslab"] - med["python"],
-        "import_training_stack_s": med["losslab.run"] - med["python"],
         "import_lightning_s": med["lightning"] - med["python"],
         "raw_first_step_s": med["raw_first_step"],
         "python_s": med["python"], "reps": args.reps,
     }
     print(f"start-up (median of {args.reps} fresh processes): python train.py -> first "
           f"training step {results['first_step_s']:.2f} s; import losslab "
-          f"{results['import_losslab_s']:.3f} s; import losslab.run (Lightning, torch, "
-          f"torchmetrics, Hydra) {results['import_training_stack_s']:.2f} s; references: "
+          f"{results['import_losslab_s']:.3f} s; references: "
           f"plain PyTorch script -> first step {results['raw_first_step_s']:.2f} s, import "
           f"lightning.pytorch {results['import_lightning_s']:.2f} s")
     write_json(args.json, results)
