@@ -14,7 +14,7 @@ benchmark epoch by epoch and the monitoring one in blocks of 10 steps, inside on
 their docstrings), the losses call by call.
 All run with one torch thread (`OMP_NUM_THREADS=1`) unless `--threads` says otherwise.
 
-    make bench                       # ~8-10 minutes on 2 CPU cores
+    make bench                       # ~6.5-8 minutes on 2 CPU cores
     python scripts/bench.py --quick  # fewer repetitions (~3 minutes), for a smoke test
     python scripts/bench.py --only framework startup
 """
