@@ -67,8 +67,9 @@ class Layout:
 
     def host_stats(self, step: int, host: list[float]) -> GradStats:
         """The step's GradStats from `host_norms`' floats: the fields that do not change from
-        step to step are built once per layout and copied (a third of the dataclass
-        constructor's cost, which runs with the interpreter's caches cold after backward)."""
+        step to step are built once per layout and copied: ~8 us in the training loop against
+        ~18 us for the dataclass constructor, which runs with the interpreter's caches cold
+        after backward. A new GradStats field must be added here too (a test checks)."""
         fields = self._host_fields
         if fields is None:
             index, mask = self.index(_CPU, self.all_params)
