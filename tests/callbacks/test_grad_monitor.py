@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from losslab.callbacks.grad_monitor import GradMonitor, custom_scalars_layout
 from losslab.callbacks.heatmap import NormHeatmap
@@ -93,6 +94,33 @@ def test_heatmap_bins_equal_a_recount_from_scratch() -> None:
         assert np.allclose(a[:, i], expect)
 
 
+@pytest.mark.parametrize("max_columns", [2, 3, 7, 16])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_heatmap_folds_at_any_points_into_the_same_bins(max_columns: int, seed: int) -> None:
+    """Grids drawn after irregular numbers of steps (1, a few, many whole bins at once, across
+    merges) end with the bins of a recount: consecutive runs of 2^k steps from step 0, each
+    holding the mean of its finite log10 norms."""
+    rng = np.random.default_rng(seed)
+    total = int(rng.integers(50, 700))
+    norms = 10.0 ** rng.normal(size=(total, 2))
+    norms[rng.integers(0, total, 5), rng.integers(0, 2, 5)] = float("nan")
+    heatmap = NormHeatmap(("a", "b"), max_columns)
+    step = 0
+    while step < total:
+        for _ in range(min(int(rng.choice([1, 3, 17, 130])), total - step)):
+            heatmap.add(step, norms[step].tolist())
+            step += 1
+        grid, starts = heatmap.grid()
+        width = heatmap.width
+        assert starts == list(range(0, step, width)) and len(starts) <= max_columns
+        logs = np.log10(norms[:step])
+        for i, start in enumerate(starts):
+            block = logs[start:start + width]
+            expect = [np.mean(col[np.isfinite(col)]) if np.isfinite(col).any() else np.nan
+                      for col in block.T]
+            assert np.allclose(grid[:, i], expect, equal_nan=True)
+
+
 def test_custom_scalars_layout_groups_layers() -> None:
     layout = custom_scalars_layout(("model.blocks.0.linear",))
     chart = layout["gradients by layer (norm, update ratio)"]["model.blocks.0.linear"]
@@ -116,3 +144,40 @@ def test_fast_png_is_the_fast_image_in_a_palette() -> None:
     assert decoded.shape == rgb.shape == (height, width, 3) == (6, 40, 3)
     assert np.abs(decoded.astype(int) - rgb.astype(int)).max() <= 8  # adjacent viridis levels
     assert (decoded[:3, 30:] == 128).all()  # the NaN cell
+
+
+def test_fast_png_is_a_valid_palette_png() -> None:
+    """The hand-written PNG: signature, chunks with correct CRCs in the order IHDR, PLTE, IDAT,
+    IEND, an 8-bit indexed image with 256 palette entries (index 255 grey), which PIL verifies
+    and decodes; also for a single cell and an all-NaN grid."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from losslab.callbacks.heatmap import fast_png
+
+    for data in (np.array([[0.5]]), np.full((3, 5), np.nan), np.arange(12.0).reshape(3, 4)):
+        png, height, width = fast_png(data, cell_height=2, width=20)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        kinds, at = [], 8
+        while at < len(png):
+            (length,) = struct.unpack(">I", png[at:at + 4])
+            kind, payload = png[at + 4:at + 8], png[at + 8:at + 8 + length]
+            (crc,) = struct.unpack(">I", png[at + 8 + length:at + 12 + length])
+            assert crc == zlib.crc32(kind + payload)
+            kinds.append(kind)
+            at += 12 + length
+        assert kinds == [b"IHDR", b"PLTE", b"IDAT", b"IEND"]
+        Image.open(io.BytesIO(png)).verify()
+        image = Image.open(io.BytesIO(png))
+        columns = data.shape[1] * (20 // data.shape[1])  # each cell 20 // columns pixels wide
+        assert image.mode == "P" and image.size == (width, height) == (columns, 2 * len(data))
+        palette = image.getpalette()
+        assert len(palette) == 3 * 256 and palette[-3:] == [128, 128, 128]
+        pixels = np.asarray(image)
+        if np.isnan(data).all():
+            assert (pixels == 255).all()
+        else:
+            assert pixels.max() <= 254

@@ -3,6 +3,7 @@ read back over HTTP: gradient-norm scalars, the custom-scalars layout, histogram
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from losslab.callbacks.tensorboard import use_fast_tensorboard_crc
 from losslab.run import train
@@ -103,6 +105,17 @@ def test_tensorboard_serves_gradient_charts(make_cfg, tmp_path) -> None:
         assert "weight_hist/model.head" in histograms
         images = get(port, "/data/plugin/images/tags")["tensorboard"]
         assert "grad/norm_heatmap" in images and "grad/norm_heatmap_labelled" in images
+        # the hand-written palette PNG, as TensorBoard serves it to the browser, decodes
+        entries = get(port, "/data/plugin/images/images", run="tensorboard",
+                      tag="grad/norm_heatmap", sample="0")
+        assert entries and entries[-1]["step"] == 10
+        url = (f"http://127.0.0.1:{port}/data/plugin/images/individualImage?"
+               f"{entries[-1]['query']}")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            blob = response.read()
+        picture = Image.open(io.BytesIO(blob))
+        assert picture.format == "PNG" and picture.mode == "P"
+        assert picture.size == (800, 8 * len(layers))  # 8-pixel rows, ~800 pixels wide
     finally:
         proc.terminate()
         try:

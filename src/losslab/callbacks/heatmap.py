@@ -8,11 +8,14 @@ bin with none stays NaN) with each bin's first step. So drawing the map every ep
 same at epoch 1 and epoch 500, instead of re-reading the whole history.
 
 `fast_image` paints the grid as an RGB array in numpy (viridis), `fast_png` as a palette PNG
-(~0.13 ms with the encoding, what the monitor logs every epoch); `labelled_image` draws
+written directly with zlib (~0.1 ms, what the monitor logs every epoch); `labelled_image` draws
 it with matplotlib (layer names, steps, colour bar; ~100 ms, used once at the end of training).
 """
 
 from __future__ import annotations
+
+import struct
+import zlib
 
 import numpy as np
 
@@ -75,15 +78,27 @@ class NormHeatmap:
         data = np.where(finite, data, 0.0)
         steps = self._pending_steps
         self._pending, self._pending_steps = [], []
-        i = 0
-        while i < len(steps):
+        i, n, layers = 0, len(steps), len(self.names)
+        while i < n:
             if not self.starts or self.filled >= self.width:
                 if len(self.starts) == self.max_columns:
                     self._merge()
                     continue
+                width, first = self.width, len(self.starts)
+                full = min((n - i) // width, self.max_columns - first)
+                if full:  # whole new bins at once (one numpy call instead of one per bin)
+                    stop = i + full * width
+                    self.sums[first:first + full] = \
+                        data[i:stop].reshape(full, width, layers).sum(axis=1)
+                    self.counts[first:first + full] = \
+                        finite[i:stop].reshape(full, width, layers).sum(axis=1)
+                    self.starts += steps[i:stop:width]
+                    self.filled = width
+                    i = stop
+                    continue
                 self.starts.append(steps[i])
                 self.filled = 0
-            take = min(self.width - self.filled, len(steps) - i)
+            take = min(self.width - self.filled, n - i)
             b = len(self.starts) - 1
             self.sums[b] += data[i:i + take].sum(axis=0)
             self.counts[b] += finite[i:i + take].sum(axis=0)
@@ -123,30 +138,36 @@ def fast_image(data: np.ndarray, cell_height: int = 8, width: int = 800) -> np.n
     return _stretch(rgb, cell_height, width)
 
 
-_PALETTE: list[int] | None = None
+_PLTE: bytes | None = None  # the PNG palette chunk: viridis in 255 levels, then grey
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """length, type, data, CRC-32 of type + data (the PNG chunk layout)."""
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload)))
 
 
 def fast_png(data: np.ndarray, cell_height: int = 8, width: int = 800) -> tuple[bytes, int, int]:
     """The `fast_image` picture as a palette PNG (one byte per pixel: viridis in 255 levels,
-    index 255 grey for NaN/Inf), with its height and width: ~0.13 ms for 4 layers x 400
-    columns, a quarter of painting and encoding the RGB image."""
-    import io
-
-    from PIL import Image
-
-    global _PALETTE
-    if _PALETTE is None:
+    index 255 grey for NaN/Inf), with its height and width. Written directly (signature,
+    IHDR, PLTE, one zlib-compressed IDAT of filter-0 rows, IEND): ~0.1 ms for 4 layers x 400
+    columns, a quarter of what the same image costs through PIL's encoder right after the
+    training steps."""
+    global _PLTE
+    if _PLTE is None:
         lut = viridis_lut()[np.linspace(0, 255, 255).round().astype(np.int64)]
-        _PALETTE = [*lut.ravel().tolist(), 128, 128, 128]
+        _PLTE = _png_chunk(b"PLTE", lut.astype(np.uint8).tobytes() + bytes((128, 128, 128)))
     level, finite = _levels(data, 254)
     level[~finite] = 255
     pixels = _stretch(level.astype(np.uint8), cell_height, width)
     height, wide = pixels.shape
-    image = Image.frombytes("P", (wide, height), np.ascontiguousarray(pixels).tobytes())
-    image.putpalette(_PALETTE)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue(), height, wide
+    rows = np.zeros((height, wide + 1), dtype=np.uint8)  # each row: filter type 0, then pixels
+    rows[:, 1:] = pixels
+    header = struct.pack(">IIBBBBB", wide, height, 8, 3, 0, 0, 0)  # 8-bit indexed colour
+    png = b"".join((b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header), _PLTE,
+                    _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+                    _png_chunk(b"IEND", b"")))
+    return png, height, wide
 
 
 def labelled_image(data: np.ndarray, steps: list[int], names: tuple[str, ...]) -> np.ndarray:
