@@ -4,6 +4,7 @@ and a clean fallback when they cannot be built."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,61 @@ def test_prepared_grouped_norms_equal_the_unprepared_call_and_decline_bad_tensor
     assert double is not None
     torch.testing.assert_close(torch.tensor(double([t.double() for t in tensors])),
                                ref, rtol=1e-6, atol=0)
+
+
+def test_extension_call_equals_the_ctypes_call() -> None:
+    """Where fastcall.c builds (Python.h present), the plan's call is the extension's: the same
+    floats as the ctypes call for float32 and float64 (NaN/Inf included), the same declines
+    and errors, and no reference leaked per call."""
+    import sys
+
+    if build.load_module("fastcall") is None:
+        pytest.skip("the extension module does not build here (no Python.h); the ctypes "
+                    "call is covered by the test above")
+    g = torch.Generator().manual_seed(8)
+    for dtype in (torch.float32, torch.float64):
+        tensors = [torch.randn(n, generator=g, dtype=dtype) for n in (3000, 7, 129, 1, 64)]
+        tensors[2][5] = float("inf")
+        numels, groups = tuple(t.numel() for t in tensors), (2, 0, 1, 1, 2)
+        fast = native_norms.GroupedNorms.prepare(numels, groups, 3, dtype)
+        slow = native_norms.GroupedNorms(fast._fn, numels, groups, 3, dtype, fast=False)
+        assert fast._fast is not None and slow._fast is None
+        assert fast(tensors) == slow(tensors)  # bit for bit (the same kernel)
+        tensors[0] = tensors[0] * 2
+        assert fast(tensors) == slow(tensors)
+        tensors[1][0] = float("nan")
+        got = fast(tensors)
+        assert got == pytest.approx(slow(tensors), nan_ok=True) and math.isnan(got[1])
+        other = torch.float64 if dtype == torch.float32 else torch.float32
+        for bad in (torch.randn(8, 8, dtype=dtype).t()[0], torch.randn(64, dtype=other),
+                    torch.empty(64, dtype=dtype, device="meta")):
+            assert fast([*tensors[:4], bad]) is None and slow([*tensors[:4], bad]) is None
+        with pytest.raises(ValueError):
+            fast(tensors[:3])
+        with pytest.raises(AttributeError):
+            fast([*tensors[:4], None])
+        before = [sys.getrefcount(t) for t in tensors]
+        for _ in range(200):
+            fast(tensors)
+        assert [sys.getrefcount(t) for t in tensors] == before
+
+
+def test_extension_module_missing_headers_or_disabled(fresh_build: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Python.h (or with LOSSLAB_NATIVE=0) there is no extension module, and a plan
+    makes the ctypes call, with the same result."""
+    build.load_module.cache_clear()
+    monkeypatch.setattr(build, "python_include", lambda: fresh_build / "no-include")
+    assert build.load_module("fastcall") is None
+    assert not list(fresh_build.glob("fastcall-*.so"))
+    tensors = [torch.randn(n) for n in (10, 3)]
+    plan = native_norms.GroupedNorms.prepare((10, 3), (0, 0), 1, torch.float32)
+    assert plan is not None and plan._fast is None
+    expect = math.sqrt(sum(float(t.pow(2).sum()) for t in tensors))
+    assert plan(tensors)[2] == pytest.approx(expect, rel=1e-6)
+    build.load_module.cache_clear()
+    monkeypatch.undo()
+    monkeypatch.setenv("LOSSLAB_NATIVE_CACHE", str(fresh_build))
+    monkeypatch.setenv("LOSSLAB_NATIVE", "0")
+    assert build.load_module("fastcall") is None
+    build.load_module.cache_clear()
