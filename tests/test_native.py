@@ -366,3 +366,45 @@ def test_extension_module_missing_headers_or_disabled(fresh_build: Path,
     monkeypatch.setenv("LOSSLAB_NATIVE", "0")
     assert build.load_module("fastcall") is None
     build.load_module.cache_clear()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_prepared_diff_norms_equal_the_unprepared_call(fast: bool) -> None:
+    """`DiffNorms` (the update ratio's pass against fixed snapshot buffers) gives the floats of
+    `diff_norms` bit for bit, through the extension or ctypes; it declines a tensor of another
+    size, dtype or layout; a different number of tensors is an error."""
+    g = torch.Generator().manual_seed(9)
+    for dtype in (torch.float32, torch.float64):
+        snaps = [torch.randn(n, generator=g, dtype=dtype) for n in (3000, 7, 129, 1)]
+        live = [s + 1e-3 * torch.randn(s.shape, generator=g, dtype=dtype) for s in snaps]
+        prepared = native_norms.DiffNorms.prepare(snaps)
+        assert prepared is not None
+        plan = native_norms.DiffNorms(prepared._fn, snaps, fast=fast)
+        assert (plan._fast is not None) == (fast and build.load_module("fastcall") is not None)
+        delta, weight = native_norms.diff_norms(live, snaps)
+        assert plan(live) == [*delta.tolist(), *weight.tolist()]
+        live[1].mul_(2)  # in place, as the optimizer moves the weights
+        delta, weight = native_norms.diff_norms(live, snaps)
+        assert plan(live) == [*delta.tolist(), *weight.tolist()]
+        other = torch.float64 if dtype == torch.float32 else torch.float32
+        for bad in (torch.randn(3001, dtype=dtype), torch.randn(3000, dtype=other),
+                    torch.randn(3000, 2, dtype=dtype)[:, 0]):  # size, dtype, strides
+            assert plan([bad, *live[1:]]) is None
+        with pytest.raises(ValueError):
+            plan(live[:2])
+    assert native_norms.DiffNorms.prepare([]) is None
+    assert native_norms.DiffNorms.prepare([torch.randn(3, dtype=torch.float16)]) is None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_grouped_norms_plan_declines_a_tensor_of_another_size(fast: bool) -> None:
+    """The kernel reads the planned number of entries: a tensor of another size (a parameter
+    resized after the plan was made) is declined, never read past its end."""
+    tensors = [torch.randn(10), torch.randn(3)]
+    prepared = native_norms.GroupedNorms.prepare((10, 3), (0, 0), 1, torch.float32)
+    assert prepared is not None
+    plan = native_norms.GroupedNorms(prepared._fn, (10, 3), (0, 0), 1, torch.float32,
+                                     fast=fast)
+    assert plan(tensors) is not None
+    assert plan([tensors[0], torch.randn(2)]) is None
+    assert plan([torch.randn(11), tensors[1]]) is None

@@ -335,16 +335,19 @@ class UpdateTracker:
         self._params: list[nn.Parameter] = []
         self._stats: GradStats | None = None
         self._index: Tensor | None = None
+        self._plan: native_norms.DiffNorms | None = None  # the native pass against the buffers
 
     def before(self, stats: GradStats) -> None:
         params = stats.params
-        if self._buffers is None or len(self._params) != len(params) or any(
-                a is not b for a, b in zip(self._params, params, strict=True)):
+        if params is not self._params and (
+                self._buffers is None or len(self._params) != len(params) or any(
+                    a is not b for a, b in zip(self._params, params, strict=True))):
             self._buffers = [torch.empty_like(p) for p in params]
-            self._params = list(params)
+            self._params = params  # (the layout's list: the same object every step)
             self._index = None
+            self._plan = native_norms.DiffNorms.prepare(self._buffers)
         with torch.no_grad():  # (faster than a native memcpy per tensor, measured)
-            torch._foreach_copy_(self._buffers, [p.detach() for p in params])
+            torch._foreach_copy_(self._buffers, params)
         self._stats = stats
 
     @property
@@ -360,12 +363,14 @@ class UpdateTracker:
         num = len(stats.layer_names)
         if self._index is None or self._index.numel() != 2 * len(self._params):
             self._index = torch.cat([stats.param_layer, stats.param_layer + num])
+        if self._plan is not None:  # CPU: one native read of both, as host floats
+            fast = self._plan(self._params)
+            if fast is not None:  # grouped here (no more kernels)
+                count = len(self._params)
+                return _host_update_ratio(fast[:count], fast[count:], stats.param_layer_ids,
+                                          num, self.eps)
         with torch.no_grad():
             params = [p.detach() for p in self._params]
-            fast = native_norms.diff_norms(params, self._buffers)  # CPU: one read of both
-            if fast is not None:  # host floats, grouped here (no more kernels)
-                return _host_update_ratio(*(t.tolist() for t in fast), stats.param_layer_ids,
-                                          num, self.eps)
             torch._foreach_sub_(self._buffers, params)
             norms = foreach_norms([*self._buffers, *params])
             both = group_norms(norms, self._index, 2 * num)

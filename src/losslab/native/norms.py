@@ -86,6 +86,16 @@ def grouped_norms(tensors: list[Tensor], numels: tuple[int, ...], groups: tuple[
     return out
 
 
+def _readable(tensors: list[Tensor], dtype: torch.dtype, numels: tuple[int, ...]) -> bool:
+    """Every tensor is a contiguous CPU tensor of `dtype` with the planned number of entries
+    (the kernels read raw host memory; a length mismatch is left to the caller's assignment,
+    which raises)."""
+    for t, n in zip(tensors, numels, strict=False):
+        if t.dtype is not dtype or not t.is_cpu or not t.is_contiguous() or t.numel() != n:
+            return False
+    return True
+
+
 class GroupedNorms:
     """`grouped_norms` prepared for one fixed list of tensor sizes and groups (a model's
     gradients): the kernel, its size/group arrays and the output array are built once, so a
@@ -113,6 +123,7 @@ class GroupedNorms:
         self._groups = (ctypes.c_int64 * count)(*groups)
         self._num_groups = ctypes.c_int64(num_groups)
         self._out = (ctypes.c_float * (count + 1 + num_groups))()
+        self._numels = numels
         # the extension module's call (fastcall.c): the same checks and kernel, made in C
         module = load_module("fastcall") if fast else None
         self._fast = None if module is None else module.grouped_norms
@@ -133,12 +144,57 @@ class GroupedNorms:
         dtype = self.dtype
         if self._fast is not None and type(tensors) is list:
             return self._fast(tensors, dtype, *self._args)
-        for t in tensors:  # the kernel reads raw host memory: every tensor is checked
-            if t.dtype is not dtype or not t.is_cpu or not t.is_contiguous():
-                return None
+        if not _readable(tensors, dtype, self._numels):
+            return None
         self._pointers[:] = [t.data_ptr() for t in tensors]  # (a length mismatch raises)
         self._fn(self._pointers, self._lens, self._count, self._groups, self._num_groups,
                  self._out)
+        return self._out[:]
+
+
+class DiffNorms:
+    """`diff_norms` prepared against fixed snapshot tensors (the update ratio's copies of the
+    weights before the step): their pointers, the sizes, the kernel and the output array are
+    built once, so a call checks and reads only the live tensors' pointers. The plan keeps the
+    snapshots alive.
+
+    `plan(tensors)` -> [||a_t - s_t|| for each t, then ||a_t|| for each t] as Python floats, or
+    None when a tensor is not a contiguous CPU tensor of the snapshots' dtype and size. Made by
+    the extension module of fastcall.c where it builds, else by ctypes.
+    """
+
+    def __init__(self, fn: ctypes._CFuncPtr, snapshots: list[Tensor], fast: bool = True) -> None:
+        count = len(snapshots)
+        self.dtype = snapshots[0].dtype
+        self._snapshots = list(snapshots)
+        self._fn = fn
+        self._pointers = (ctypes.c_void_p * count)()
+        self._other = (ctypes.c_void_p * count)(*[t.data_ptr() for t in snapshots])
+        self._numels = tuple(t.numel() for t in snapshots)
+        self._lens = (ctypes.c_int64 * count)(*self._numels)
+        self._count = ctypes.c_int64(count)
+        self._out = (ctypes.c_float * (2 * count))()
+        module = load_module("fastcall") if fast else None
+        self._fast = None if module is None else module.diff_norms
+        self._args = (count, ctypes.cast(fn, ctypes.c_void_p).value,
+                      ctypes.addressof(self._pointers), ctypes.addressof(self._other),
+                      ctypes.addressof(self._lens), ctypes.addressof(self._out))
+
+    @classmethod
+    def prepare(cls, snapshots: list[Tensor]) -> DiffNorms | None:
+        """The plan, or None (no snapshots, not all contiguous CPU float32/64, no kernel)."""
+        suffix = _eligible(snapshots) if snapshots else None
+        fn = None if suffix is None else _function(f"diff_norms_{suffix}")
+        return None if fn is None else cls(fn, snapshots)
+
+    def __call__(self, tensors: list[Tensor]) -> list[float] | None:
+        dtype = self.dtype
+        if self._fast is not None and type(tensors) is list:
+            return self._fast(tensors, dtype, *self._args)
+        if not _readable(tensors, dtype, self._numels):
+            return None
+        self._pointers[:] = [t.data_ptr() for t in tensors]  # (a length mismatch raises)
+        self._fn(self._pointers, self._other, self._lens, self._count, self._out)
         return self._out[:]
 
 
