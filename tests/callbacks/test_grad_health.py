@@ -78,6 +78,24 @@ def test_non_finite_loss_or_gradients() -> None:
     assert health.events[1]["reason"] == "loss"
 
 
+def test_the_hook_reads_the_loss_as_one_float_or_the_sum_of_several() -> None:
+    """On CPU the step's row ends with the loss as a float: the usual 1-element loss (with its
+    graph) read once, a loss of several elements (a caller's unreduced loss) summed."""
+    net = torch.nn.Linear(3, 2)
+    net(torch.randn(4, 3)).sum().backward()
+    health = GradHealth(on_non_finite="warn", check_every_n_steps=100)
+    trainer = SimpleNamespace(**vars(fake_trainer()), global_step=0, log_every_n_steps=100)
+    health.on_before_backward(trainer, net, torch.tensor([1.5, 2.0]))
+    health.on_before_optimizer_step(trainer, net, None)
+    assert health._window[-1][1][-1] == 3.5
+    trainer.global_step = 1
+    health.on_before_backward(trainer, net, torch.tensor(0.25, requires_grad=True) * 2)
+    health.on_before_optimizer_step(trainer, net, None)
+    row = health._window[-1][1]
+    assert row[-1] == 0.5 and row[0] == pytest.approx(
+        math.sqrt(sum(float(p.grad.pow(2).sum()) for p in net.parameters())), rel=1e-6)
+
+
 def test_raise_and_stop_actions() -> None:
     health = GradHealth(on_exploding="raise", explode_above=10.0)
     with pytest.raises(GradientHealthError, match="exploding gradients at step 0 in l2"):

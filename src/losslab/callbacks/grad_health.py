@@ -276,12 +276,16 @@ class GradHealth(Callback):
             self._names = stats.layer_names
         loss = self._loss if self._loss is not None else torch.zeros((), device=stats.device)
         self._loss = None
-        if loss.numel() != 1:
-            loss = loss.detach().float().sum()
         row: list[float] | Tensor  # [||g||, ||g_layer||..., loss]
         if stats.on_cpu:  # reading CPU memory is no sync: floats right away
-            row = [*stats.host_row(), loss.item()]
+            try:
+                value = float(loss)  # (one call for the usual 1-element loss)
+            except (RuntimeError, ValueError):  # several elements: their sum
+                value = float(loss.detach().float().sum())
+            row = [*stats.host_row(), value]
         else:  # on the device, read back with the window
+            if loss.numel() != 1:
+                loss = loss.detach().float().sum()
             loss = loss.detach().float().reshape(1).to(stats.packed.device)
             row = torch.cat([stats.packed, loss])
         # LBFGS-style optimizers evaluate the closure at trial points within one step: those
