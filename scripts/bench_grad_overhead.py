@@ -17,11 +17,13 @@ so it includes its steps' hooks and any epoch-end work that falls in it (the mon
 and heatmap, when B is on then); validation and checkpointing are off. `--block 0`
 interleaves whole epochs.
 
-The timed epochs are split over `--processes` fits, each in a fresh process (default 3), and
-their block pairs pooled: one process samples one memory layout, and on this project's CPU
-that alone moves one fit's ratio by +-2-3% (consecutive single-fit runs gave 1.02 to 1.07 for
-the default MLP; the cost of the hooks' cache misses depends on where things land), more
-than the interval within the fit. Pooling fits averages over layouts.
+The timed epochs are split over `--processes` fits, each in a fresh process (default 5 for
+the default MLP, 3 for the deep one), and their block pairs pooled: one process samples one
+memory layout, and on this project's CPU that alone moves one fit's ratio by +-2-3%
+(consecutive single-fit runs gave 1.02 to 1.07 for the default MLP, and one pooled run's fits
+1.012, 1.062 and 1.034; the cost of the hooks' cache misses depends on where things land),
+more than the interval within the fit. Pooling fits averages over layouts; the default MLP's
+fits are short (its epochs take a fifth of a second), so it pools five.
 
 Reported per model: the median over adjacent (A, B) block pairs of time(B) / time(A), for
 wall-clock and process CPU time; the ratio of the summed times (which counts rare costs such as
@@ -58,10 +60,10 @@ from losslab.run import build_task, build_trainer
 ROOT = Path(__file__).resolve().parents[1]
 GRAD_CALLBACKS = ("grad_monitor", "grad_health", "grad_clip")
 PATTERN = "ABBA"  # A B B A: a linear drift within each group of four cancels
-MODELS = {  # name: (overrides, default timed epochs, timed epochs per --reps)
-    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48, 8),
+MODELS = {  # name: (overrides, default timed epochs, timed epochs per --reps, fits)
+    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48, 8, 5),
     "MLP 20x512 gelu, batch 256": (["model.hidden=null", "model.depth=20", "model.width=512",
-                                    "data.batch_size=256"], 16, 5),
+                                    "data.batch_size=256"], 16, 5, 3),
 }
 HOOKS = ("on_before_backward", "on_before_optimizer_step", "on_train_batch_end",
          "on_train_epoch_end")
@@ -246,8 +248,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["default", "deep"], default=None)
     parser.add_argument("--block", type=int, default=10,
                         help="steps per interleaved block (0: whole epochs)")
-    parser.add_argument("--processes", type=int, default=3,
-                        help="fits per model, each in a fresh process, pooled (1: in this one)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="fits per model, each in a fresh process, pooled (1: in this one; "
+                             "default 5 for the default MLP, whose short steps make a fit's "
+                             "ratio depend on its process's memory layout, 3 for the deep one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--blocks-to", type=Path, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("overrides", nargs="*", help="extra overrides for both variants")
@@ -263,10 +267,9 @@ def main() -> None:
     models = list(MODELS.items())
     if args.only:
         models = models[:1] if args.only == "default" else models[1:]
-    processes = max(1, args.processes)
-    hook_epochs = 4 if processes == 1 else 2
     if args.blocks_to:  # one fit of one model, its blocks to a file (see `fits_in_processes`)
-        (_, (overrides, _, _)), = models
+        (_, (overrides, _, _, _)), = models
+        hook_epochs = 4 if args.processes == 1 else 2
         with tempfile.TemporaryDirectory() as tmp:
             blocks = one_fit(overrides, args.epochs, args.warmup, Path(tmp) / "run",
                              args.overrides, args.block, hook_epochs)
@@ -274,9 +277,12 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"log_every_n_steps=1; blocks of {args.block or 'one epoch of'} steps interleaved "
-          f"{PATTERN}... inside each fit; {processes} fit(s) per model, pooled")
+          f"{PATTERN}... inside each fit; several fits per model (each in a fresh process), "
+          "pooled")
     structured: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, (overrides, default_epochs, per_rep) in models:
+    for name, (overrides, default_epochs, per_rep, default_fits) in models:
+        processes = max(1, args.processes or default_fits)
+        hook_epochs = 4 if processes == 1 else 2
         epochs = args.epochs or (max(8, per_rep * args.reps) if args.reps else default_epochs)
         each = -(-epochs // processes)
         each += each % 2
