@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 from functools import cache
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -96,7 +97,33 @@ def _readable(tensors: list[Tensor], dtype: torch.dtype, numels: tuple[int, ...]
     return True
 
 
-class GroupedNorms:
+class _PreparedCall:
+    """The call both plans share: the extension module's (fastcall.c) where it is built, else
+    the checks, the data pointers and the kernel through ctypes. A plan sets `dtype`,
+    `_numels`, `_pointers`, `_out`, the kernel `_fn` with its arguments after the pointers
+    (`_kernel_args`), and the extension's function and arguments (`_fast`, `_args`)."""
+
+    dtype: torch.dtype
+    _numels: tuple[int, ...]
+    _pointers: ctypes.Array
+    _out: ctypes.Array
+    _fn: ctypes._CFuncPtr
+    _kernel_args: tuple[Any, ...]
+    _fast: Any
+    _args: tuple[Any, ...]
+
+    def __call__(self, tensors: list[Tensor]) -> list[float] | None:
+        dtype = self.dtype
+        if self._fast is not None and type(tensors) is list:
+            return self._fast(tensors, dtype, *self._args)
+        if not _readable(tensors, dtype, self._numels):
+            return None
+        self._pointers[:] = [t.data_ptr() for t in tensors]  # (a length mismatch raises)
+        self._fn(self._pointers, *self._kernel_args)
+        return self._out[:]
+
+
+class GroupedNorms(_PreparedCall):
     """`grouped_norms` prepared for one fixed list of tensor sizes and groups (a model's
     gradients): the kernel, its size/group arrays and the output array are built once, so a
     call only checks the tensors, fills their data pointers and returns the floats.
@@ -124,6 +151,7 @@ class GroupedNorms:
         self._num_groups = ctypes.c_int64(num_groups)
         self._out = (ctypes.c_float * (count + 1 + num_groups))()
         self._numels = numels
+        self._kernel_args = (self._lens, self._count, self._groups, self._num_groups, self._out)
         # the extension module's call (fastcall.c): the same checks and kernel, made in C
         module = load_module("fastcall") if fast else None
         self._fast = None if module is None else module.grouped_norms
@@ -140,19 +168,9 @@ class GroupedNorms:
         fn = _function(f"grouped_norms_{_NAME[dtype]}")
         return None if fn is None else cls(fn, numels, groups, num_groups, dtype)
 
-    def __call__(self, tensors: list[Tensor]) -> list[float] | None:
-        dtype = self.dtype
-        if self._fast is not None and type(tensors) is list:
-            return self._fast(tensors, dtype, *self._args)
-        if not _readable(tensors, dtype, self._numels):
-            return None
-        self._pointers[:] = [t.data_ptr() for t in tensors]  # (a length mismatch raises)
-        self._fn(self._pointers, self._lens, self._count, self._groups, self._num_groups,
-                 self._out)
-        return self._out[:]
 
 
-class DiffNorms:
+class DiffNorms(_PreparedCall):
     """`diff_norms` prepared against fixed snapshot tensors (the update ratio's copies of the
     weights before the step): their pointers, the sizes, the kernel and the output array are
     built once, so a call checks and reads only the live tensors' pointers. The plan keeps the
@@ -174,6 +192,7 @@ class DiffNorms:
         self._lens = (ctypes.c_int64 * count)(*self._numels)
         self._count = ctypes.c_int64(count)
         self._out = (ctypes.c_float * (2 * count))()
+        self._kernel_args = (self._other, self._lens, self._count, self._out)
         module = load_module("fastcall") if fast else None
         self._fast = None if module is None else module.diff_norms
         self._args = (count, ctypes.cast(fn, ctypes.c_void_p).value,
@@ -187,15 +206,6 @@ class DiffNorms:
         fn = None if suffix is None else _function(f"diff_norms_{suffix}")
         return None if fn is None else cls(fn, snapshots)
 
-    def __call__(self, tensors: list[Tensor]) -> list[float] | None:
-        dtype = self.dtype
-        if self._fast is not None and type(tensors) is list:
-            return self._fast(tensors, dtype, *self._args)
-        if not _readable(tensors, dtype, self._numels):
-            return None
-        self._pointers[:] = [t.data_ptr() for t in tensors]  # (a length mismatch raises)
-        self._fn(self._pointers, self._other, self._lens, self._count, self._out)
-        return self._out[:]
 
 
 def norms(tensors: list[Tensor], numels: tuple[int, ...] | None = None) -> Tensor | None:
