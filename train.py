@@ -3,7 +3,11 @@
 A thin entry point; everything lives in `losslab` (configs in src/losslab/conf, linked as conf/).
 """
 
-from losslab.cli import main
+from losslab.startup import pause_gc
+
+pause_gc()  # no cyclic garbage collection while importing and composing (losslab.startup)
+
+from losslab.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

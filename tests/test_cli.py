@@ -70,3 +70,35 @@ def test_multirun_two_jobs(tmp_path):
         assert json.loads((job / "metrics.json").read_text())["test/acc"] > 0
         assert f"name: {loss}" in (job / ".hydra" / "config.yaml").read_text()
     assert res.stdout.count("val/acc (best) =") == 2
+
+
+def test_start_up_runs_without_the_garbage_collector_then_freezes_it(tmp_path):
+    """train.py pauses the cyclic collector for the start-up (losslab.startup); by the first
+    training step it is back on, with the start-up's objects frozen out of its scans."""
+    marker = tmp_path / "first_step.json"
+    res = run_cli("test=false", f"hydra.run.dir={tmp_path / 'run'}", *QUIET,
+                  "+callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer",
+                  f"+callbacks.first_step.path={marker}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = json.loads(marker.read_text())
+    assert state["gc_enabled"] is True
+    assert state["gc_frozen"] > 100_000  # torch + Lightning + Hydra: ~700,000 here
+
+
+def test_gc_pause_and_resume_only_undo_their_own_pause():
+    """pause_gc/resume_gc in a fresh interpreter: resume freezes and re-enables only after a
+    pause made by pause_gc (a collector the user turned off stays off)."""
+    code = """
+import gc
+from losslab.startup import gc_paused, pause_gc, resume_gc
+resume_gc(); assert gc.isenabled() and gc.get_freeze_count() == 0   # nothing to undo
+pause_gc(); assert not gc.isenabled() and gc_paused()
+pause_gc(); assert gc_paused()                                      # idempotent
+resume_gc(); assert gc.isenabled() and not gc_paused() and gc.get_freeze_count() > 0
+gc.unfreeze(); gc.disable()                                         # the user's choice
+pause_gc(); resume_gc(); assert not gc.isenabled() and gc.get_freeze_count() == 0
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from losslab.errors import UserError, did_you_mean
+from losslab.startup import pause_gc, resume_gc
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 EXIT_USER_ERROR = 2
@@ -183,6 +184,7 @@ def hydra_main(cfg: DictConfig) -> float:
         log.error(f"job failed: {one_line(e)}", exc_info=True)
         return math.nan
     finally:
+        resume_gc()  # a job that failed before training: the collector comes back on here
         # DDP: the job's rank processes end before the next job starts (after a failure of
         # this rank, the others may wait in a collective forever: short grace, then killed)
         release_ddp_job(timeout=120.0 if finished else 5.0)
@@ -224,6 +226,7 @@ def _record_failure(message: str, kind: str = "exception") -> None:
 
 
 def main() -> None:
+    pause_gc()  # until the run is set up (losslab.startup); train.py paused it already
     try:
         check_overrides(sys.argv[1:])
         check_group_keys(sys.argv[1:])

@@ -17,6 +17,7 @@ from losslab.errors import UserError
 from losslab.losses import LOSSES, Loss
 from losslab.models import MODELS
 from losslab.provenance import write_provenance
+from losslab.startup import resume_gc
 from losslab.sweeps.ddp import write_rank_record
 from losslab.sweeps.overrides import job_overrides, parse_override
 from losslab.tasks import SupervisedTask
@@ -119,6 +120,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = build_trainer(cfg, callbacks, loggers)
     ckpt = _checkpoint(cfg.get("ckpt_path"), out_dir)
     write_provenance(out_dir, cfg)
+    resume_gc()  # set up: the collector back on, the start-up objects frozen (losslab.startup)
 
     metrics: dict[str, float] = tune(cfg, trainer, task, dm, out_dir)  # tune=lr_find|batch_size
     if not applies(cfg):  # search only (tune.apply=false): results in tune.json

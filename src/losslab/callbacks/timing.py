@@ -3,13 +3,16 @@
     python train.py +callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer \
         +callbacks.first_step.path=first_step.json
 
-writes {"first_step_unix": <time.time()>} when the first training batch starts; with
+writes {"first_step_unix": <time.time()>, "gc_enabled": ..., "gc_frozen": ...} when the first
+training batch starts (the last two: whether the cyclic garbage collector is on, and how many
+objects `gc.freeze()` moved out of its reach, see `losslab.startup`); with
 `stop=true` (the default) the run then ends after that step. `scripts/bench_startup.py` compares
 it with the time the process was launched.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from pathlib import Path
@@ -32,6 +35,8 @@ class FirstStepTimer(Callback):
         self.done = True
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"first_step_unix": time.time()}))
+            self.path.write_text(json.dumps({"first_step_unix": time.time(),
+                                             "gc_enabled": gc.isenabled(),
+                                             "gc_frozen": gc.get_freeze_count()}))
         if self.stop:
             trainer.should_stop = True
