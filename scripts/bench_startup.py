@@ -1,13 +1,16 @@
 """Start-up: seconds from launching `python train.py` to its first training step, and the
 import time of `losslab`.
 
-Each measurement is a fresh process (median of `--reps`): the first-step time comes from
-`losslab.callbacks.timing.FirstStepTimer` (a callback added on the command line, which stops
-the run after that step); import times are `python -c "import X"` minus `python -c "pass"`.
-Two references, measured alongside: the same point in a plain PyTorch script (import torch,
-build the default MLP and its Adam optimizer, make a batch: the floor any torch program pays,
-including `torch._dynamo`, which torch imports when an optimizer is built), and
-`import lightning.pytorch` alone (what any Lightning program pays on top).
+Each measurement is a fresh process (median of `--reps`), timed from its launch to a point
+inside it, never including the interpreter's exit (tearing down the imported modules takes
+another 1-1.5 s here): the first-step time comes from `losslab.callbacks.timing.FirstStepTimer`
+(a callback added on the command line, which stops the run after that step); `import losslab`
+is `python -c "import losslab"` minus `python -c "pass"` (its exit is trivial). Two references,
+measured alongside: the same point in a plain PyTorch script (import torch, build the default
+MLP and its Adam optimizer, make a batch: the floor any torch program pays, including
+`torch._dynamo`, which torch imports when an optimizer is built), and the moment
+`import lightning.pytorch` returns in a script that does only that, minus the same moment in
+an empty script (what any Lightning program pays on top of Python's own start).
 
     python scripts/bench_startup.py --reps 3 --json bench/startup.json
 """
@@ -69,13 +72,22 @@ optimizer.step()
 """
 
 
-def raw_first_step(tmp: Path) -> float:
-    """Seconds from launching a plain PyTorch script to the start of its first step."""
-    marker = tmp / "raw_first_step.json"
+IMPORT_SCRIPT = """
+import json, sys, time
+{imports}
+with open(sys.argv[1], "w") as f:
+    json.dump({{"first_step_unix": time.time()}}, f)
+"""
+
+
+def script_marker(tmp: Path, script: str) -> float:
+    """Seconds from launching `python -c script` to the time the script writes into its marker
+    file (as `first_step_unix`); the process's exit is not counted."""
+    marker = tmp / "script_marker.json"
     marker.unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     t0 = time.time()
-    subprocess.run([sys.executable, "-c", RAW_SCRIPT, str(marker)], cwd=ROOT, env=env,
+    subprocess.run([sys.executable, "-c", script, str(marker)], cwd=ROOT, env=env,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(marker.read_text())["first_step_unix"] - t0
 
@@ -87,19 +99,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         first_step(Path(tmp))  # warm the file-system cache and the data cache
-        samples: dict[str, list[float]] = {"python": [], "losslab": [], "lightning": [],
-                                           "first_step": [], "raw_first_step": []}
+        samples: dict[str, list[float]] = {"python": [], "losslab": [], "empty_script": [],
+                                           "lightning": [], "first_step": [],
+                                           "raw_first_step": []}
+        lightning_script = IMPORT_SCRIPT.format(imports="import lightning.pytorch")
         for _ in range(args.reps):
             samples["python"].append(launch(["-c", "pass"]))
             samples["losslab"].append(launch(["-c", "import losslab"]))
-            samples["lightning"].append(launch(["-c", "import lightning.pytorch"]))
+            samples["empty_script"].append(
+                script_marker(Path(tmp), IMPORT_SCRIPT.format(imports="")))
+            samples["lightning"].append(script_marker(Path(tmp), lightning_script))
             samples["first_step"].append(first_step(Path(tmp)))
-            samples["raw_first_step"].append(raw_first_step(Path(tmp)))
+            samples["raw_first_step"].append(script_marker(Path(tmp), RAW_SCRIPT))
     med = {k: statistics.median(v) for k, v in samples.items()}
     results = {
         "first_step_s": med["first_step"],
         "import_losslab_s": med["losslab"] - med["python"],
-        "import_lightning_s": med["lightning"] - med["python"],
+        "import_lightning_s": med["lightning"] - med["empty_script"],
         "raw_first_step_s": med["raw_first_step"],
         "python_s": med["python"], "reps": args.reps,
     }

@@ -156,8 +156,10 @@ def test_report_on_a_sweep_folder_keeps_the_sweep_summary(tmp_path, capsys) -> N
 def test_bench_startup_reference_script_and_table_row(tmp_path) -> None:
     """The plain-PyTorch reference of the start-up benchmark runs (a fresh process that builds
     the default MLP and Adam) and the table shows both references next to losslab's time."""
-    seconds = script("bench_startup").raw_first_step(tmp_path)
-    assert 0 < seconds < 120
+    bench_startup = script("bench_startup")
+    seconds = bench_startup.script_marker(tmp_path, bench_startup.RAW_SCRIPT)
+    empty = bench_startup.script_marker(tmp_path, bench_startup.IMPORT_SCRIPT.format(imports=""))
+    assert 0 < empty < seconds < 120  # an empty script reaches its marker before torch's
     startup = {"first_step_s": 5.5, "import_losslab_s": 0.001, "raw_first_step_s": 2.7,
                "import_lightning_s": 5.4}
     table = script("bench").markdown({"date": "today", "machine": "here", "startup": startup})
