@@ -102,3 +102,40 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_multirun_jobs_train_with_the_collector_on(tmp_path):
+    """A multirun with the basic launcher: the first job resumes the collector after its
+    imports; every job's first step runs with it on and the start-up objects frozen."""
+    res = run_cli("-m", "seed=1,2", "test=false", f"hydra.sweep.dir={tmp_path}", *QUIET,
+                  "+callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer",
+                  "+callbacks.first_step.path=${hydra:runtime.output_dir}/first_step.json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    for job in ("0", "1"):
+        state = json.loads((tmp_path / job / "first_step.json").read_text())
+        assert state["gc_enabled"] is True and state["gc_frozen"] > 100_000, job
+
+
+def test_sweep_start_callback_resumes_the_collector_for_out_of_process_launchers():
+    """ResumeGcAtSweepStart (conf/hydra/default.yaml) undoes train.py's pause in the main
+    process when the jobs run elsewhere (joblib), and leaves it to the first job when they
+    run in this process (Hydra's basic launcher)."""
+    code = """
+import gc
+from omegaconf import OmegaConf
+from losslab.startup import gc_paused, pause_gc
+from losslab.sweeps.startup_gc import ResumeGcAtSweepStart
+def config(target):
+    return OmegaConf.create({"hydra": {"launcher": {"_target_": target}}})
+pause_gc()
+basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+ResumeGcAtSweepStart().on_multirun_start(config=config(basic))
+assert gc_paused() and not gc.isenabled()
+joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+ResumeGcAtSweepStart().on_multirun_start(config=config(joblib))
+assert gc.isenabled() and gc.get_freeze_count() > 0
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

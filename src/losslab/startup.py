@@ -15,6 +15,11 @@ The price: the cyclic garbage made during start-up (~37,000 objects, ~4 MB here,
 Hydra composition's discarded nodes) is frozen with the rest and never freed. Collecting it
 first would cost the full scan the pause avoids (~0.5 s).
 
+A multirun's main process resumes when the sweep starts (the Hydra callback
+`losslab.sweeps.startup_gc.ResumeGcAtSweepStart`, in conf/hydra/default.yaml), since with a
+launcher that runs the jobs in other processes it never reaches `losslab.run.train`; a job
+that fails before training resumes in `losslab.cli`'s job wrapper.
+
 Importing `losslab` as a library, the tests and the scripts change nothing: only the entry
 point pauses, and `resume_gc()` only undoes a pause made here.
 """
