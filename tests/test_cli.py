@@ -139,3 +139,21 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_a_job_failing_before_training_turns_the_collector_back_on(tmp_path):
+    """losslab.cli.main pauses the collector; a job that stops with a user error before
+    training (so before losslab.run.train resumes it) resumes it in its error path."""
+    code = f"""
+import gc, sys
+from losslab.cli import main
+sys.argv = ["train.py", "loss=mse", "hydra.run.dir={tmp_path}", *{QUIET!r}]
+try:
+    main()
+except SystemExit as e:
+    print(e.code, gc.isenabled(), gc.get_freeze_count() > 100_000)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert "loss 'mse' is a regression loss" in res.stderr, res.stderr[-2000:]
+    assert res.stdout.split()[-3:] == ["2", "True", "True"], res.stdout[-2000:]
