@@ -11,9 +11,9 @@ just before training:
                   # collections skip: the start-up objects are never scanned again
     gc.enable()
 
-The price: the cyclic garbage made during start-up (~37,000 objects, ~4 MB here, mostly the
-Hydra composition's discarded nodes) is frozen with the rest and never freed. Collecting it
-first would cost the full scan the pause avoids (~0.5 s).
+The price: the cyclic garbage made during start-up (~37,000 objects here) is frozen with the
+rest and never freed; a default run's peak resident memory is ~13 MB (2.8%) higher. Collecting
+it first would cost the full scan the pause avoids (0.3-0.5 s).
 
 A multirun's main process resumes when the sweep starts (the Hydra callback
 `losslab.sweeps.startup_gc.ResumeGcAtSweepStart`, in conf/hydra/default.yaml), since with a
