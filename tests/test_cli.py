@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,20 @@ def test_start_up_runs_without_the_garbage_collector_then_freezes_it(tmp_path):
     state = json.loads(marker.read_text())
     assert state["gc_enabled"] is True
     assert state["gc_frozen"] > 100_000  # torch + Lightning + Hydra: ~700,000 here
+
+
+def test_gc_pause_can_be_turned_off(tmp_path):
+    """LOSSLAB_GC_PAUSE=0: the start-up keeps the collector on and freezes nothing."""
+    marker = tmp_path / "first_step.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "test=false", f"hydra.run.dir={tmp_path / 'run'}",
+         *QUIET, "+callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer",
+         f"+callbacks.first_step.path={marker}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "LOSSLAB_GC_PAUSE": "0"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = json.loads(marker.read_text())
+    assert state["gc_enabled"] is True and state["gc_frozen"] == 0
 
 
 def test_gc_pause_and_resume_only_undo_their_own_pause():

@@ -21,20 +21,23 @@ launcher that runs the jobs in other processes it never reaches `losslab.run.tra
 that fails before training resumes in `losslab.cli`'s job wrapper.
 
 Importing `losslab` as a library, the tests and the scripts change nothing: only the entry
-point pauses, and `resume_gc()` only undoes a pause made here.
+point pauses, and `resume_gc()` only undoes a pause made here. `LOSSLAB_GC_PAUSE=0` in the
+environment turns the pause (and so the freeze) off.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 
 _paused = False
 
 
 def pause_gc() -> None:
-    """Turn the cyclic garbage collector off until `resume_gc()` (no-op if it is off)."""
+    """Turn the cyclic garbage collector off until `resume_gc()` (no-op if it is off, or with
+    LOSSLAB_GC_PAUSE=0)."""
     global _paused
-    if gc.isenabled():
+    if gc.isenabled() and os.environ.get("LOSSLAB_GC_PAUSE", "1") != "0":
         gc.disable()
         _paused = True
 
