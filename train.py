@@ -3,9 +3,9 @@
 A thin entry point; everything lives in `losslab` (configs in src/losslab/conf, linked as conf/).
 """
 
-from losslab.startup import pause_gc
+from losslab.startup import begin
 
-pause_gc()  # no cyclic garbage collection while importing and composing (losslab.startup)
+begin()  # no garbage collection while starting up, no unused imports (losslab.startup)
 
 from losslab.cli import main  # noqa: E402
 

@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from losslab.errors import UserError, did_you_mean
-from losslab.startup import pause_gc, resume_gc
+from losslab.startup import begin, resume_gc
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 EXIT_USER_ERROR = 2
@@ -226,7 +226,7 @@ def _record_failure(message: str, kind: str = "exception") -> None:
 
 
 def main() -> None:
-    pause_gc()  # until the run is set up (losslab.startup); train.py paused it already
+    begin()  # collector paused until the run is set up, unused imports deferred (losslab.startup)
     try:
         check_overrides(sys.argv[1:])
         check_group_keys(sys.argv[1:])

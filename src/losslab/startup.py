@@ -1,4 +1,9 @@
-"""Start-up without the cyclic garbage collector (the command-line entry point only).
+"""The command-line entry point's start-up: no cyclic garbage collector, no unused imports.
+
+`begin()` is the first call of `train.py` and `losslab-train`: `pause_gc()`, then
+`defer_unused_imports()`.
+
+## The garbage collector
 
 Importing torch, Lightning and their dependencies and composing the Hydra config leaves some
 700,000 objects tracked by the collector. With it on, those allocations trigger several full
@@ -23,6 +28,14 @@ that fails before training resumes in `losslab.cli`'s job wrapper.
 Importing `losslab` as a library, the tests and the scripts change nothing: only the entry
 point pauses, and `resume_gc()` only undoes a pause made here. `LOSSLAB_GC_PAUSE=0` in the
 environment turns the pause (and so the freeze) off.
+
+## Unused imports
+Lightning imports torchmetrics, and torchmetrics' `__init__` imports `scipy.signal` (only to
+alias `scipy.signal.hamming` for SRMRpy), which pulls in scipy.stats, .optimize, .interpolate,
+.spatial, .sparse and .linalg: ~500 modules, 0.4-0.8 s here, that no losslab run uses unless
+it generates MNIST-1D or computes an audio metric. `defer_unused_imports()` registers the
+modules in `DEFERRED_MODULES` as deferred (`losslab.deferred_modules`): importable by name at
+once, executed on first use. `LOSSLAB_DEFER_IMPORTS=0` turns this off.
 """
 
 from __future__ import annotations
@@ -30,7 +43,26 @@ from __future__ import annotations
 import gc
 import os
 
+from losslab.deferred_modules import defer_module
+
+# module -> stand-ins (attributes read at import time that must not load it, see
+# losslab.deferred_modules); torchmetrics checks `hasattr(scipy.signal, "hamming")`
+DEFERRED_MODULES: dict[str, dict[str, str]] = {"scipy.signal": {"hamming": "windows.hamming"}}
+
 _paused = False
+
+
+def begin() -> None:
+    """The entry point's first call, before it imports Lightning."""
+    pause_gc()
+    defer_unused_imports()
+
+
+def defer_unused_imports() -> None:
+    """Defer the modules in DEFERRED_MODULES (no-op with LOSSLAB_DEFER_IMPORTS=0)."""
+    if os.environ.get("LOSSLAB_DEFER_IMPORTS", "1") != "0":
+        for name, stand_ins in DEFERRED_MODULES.items():
+            defer_module(name, stand_ins)
 
 
 def pause_gc() -> None:

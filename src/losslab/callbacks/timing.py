@@ -3,9 +3,10 @@
     python train.py +callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer \
         +callbacks.first_step.path=first_step.json
 
-writes {"first_step_unix": <time.time()>, "gc_enabled": ..., "gc_frozen": ...} when the first
-training batch starts (the last two: whether the cyclic garbage collector is on, and how many
-objects `gc.freeze()` moved out of its reach, see `losslab.startup`); with
+writes {"first_step_unix": <time.time()>, "gc_enabled": ..., "gc_frozen": ..., "deferred": [...]}
+when the first training batch starts (the last three: whether the cyclic garbage collector is
+on, how many objects `gc.freeze()` moved out of its reach, and which deferred modules have not
+been loaded yet, see `losslab.startup`); with
 `stop=true` (the default) the run then ends after that step. `scripts/bench_startup.py` compares
 it with the time the process was launched.
 """
@@ -20,6 +21,8 @@ from typing import Any
 
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback
+
+from losslab.deferred_modules import still_deferred
 
 
 class FirstStepTimer(Callback):
@@ -37,6 +40,7 @@ class FirstStepTimer(Callback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps({"first_step_unix": time.time(),
                                              "gc_enabled": gc.isenabled(),
-                                             "gc_frozen": gc.get_freeze_count()}))
+                                             "gc_frozen": gc.get_freeze_count(),
+                                             "deferred": still_deferred()}))
         if self.stop:
             trainer.should_stop = True
