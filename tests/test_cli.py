@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_single_run_from_the_command_line(tmp_path):
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert "losslab: final metrics" in res.stdout
+    # no warning raised from losslab's own code in a healthy default run
+    assert not re.search(r"losslab/\S+\.py:\d+: \w*Warning", res.stderr), res.stderr[-2000:]
 
 
 @pytest.mark.slow

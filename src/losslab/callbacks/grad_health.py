@@ -261,8 +261,9 @@ class GradHealth(Callback):
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            loss: Tensor) -> None:
-        # kept as is (read after the backward pass); summed only under gradient accumulation
-        self._loss = loss if self._loss is None else self._loss.detach() + loss.detach()
+        # read after the backward pass (detached: no graph kept, no warning when read as a
+        # float); summed only under gradient accumulation
+        self._loss = loss.detach() if self._loss is None else self._loss + loss.detach()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: Any) -> None:
