@@ -62,3 +62,36 @@ def test_temperature_annealing_run(make_cfg):
         train(make_cfg("debug=limit", "data=diabetes", "loss=mse",
                        "callbacks=[default,temperature]", "callbacks.rich_progress_bar=null",
                        "callbacks.rich_model_summary=null"))
+
+
+def test_a_nan_batch_makes_the_evaluation_loss_nan_and_best_skips_it(make_cfg, recwarn):
+    """One NaN batch among finite ones: the epoch's val loss is NaN, not the mean of the
+    finite batches (torchmetrics' default); the best monitored value ignores a NaN epoch;
+    no warning either way."""
+    task, _ = build_task(make_cfg())
+    x = torch.randn(8, 1, 40)
+    y = torch.randint(0, 10, (8,))
+    x_nan = x.clone()
+    x_nan[0, 0, 0] = float("nan")
+
+    def epoch_loss(*inputs: torch.Tensor) -> float:
+        for xb in inputs:
+            task._eval_step((xb, y, torch.arange(8)), task.val_metrics, task.val_loss)
+        return float(task._epoch_values("val", task.val_metrics, task.val_loss)["val/loss"])
+
+    assert math.isnan(epoch_loss(x, x_nan))
+    assert math.isfinite(epoch_loss(x))  # the next epoch starts afresh
+    task.val_best.update(torch.tensor(0.4))
+    task.val_best.update(torch.tensor(float("nan")))
+    assert float(task.val_best.compute()) == pytest.approx(0.4)
+    assert not [w for w in recwarn if "nan" in str(w.message).lower()]
+
+
+def test_multitask_evaluation_losses_keep_nan(make_cfg):
+    task, _ = build_task(make_cfg("data=multitask_synthetic", "model=multitask"))
+    for metric in task.val_losses.values():
+        metric.update(torch.tensor([1.0, float("nan")]))
+        assert math.isnan(float(metric.compute()))
+    task.val_best.update(torch.tensor(float("nan")))
+    task.val_best.update(torch.tensor(0.5))
+    assert float(task.val_best.compute()) == pytest.approx(0.5)

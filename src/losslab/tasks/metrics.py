@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import (
+    MaxMetric,
+    MeanAbsoluteError,
+    MeanMetric,
+    MeanSquaredError,
+    MetricCollection,
+    MinMetric,
+    R2Score,
+)
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
@@ -14,6 +22,18 @@ from torchmetrics.classification import (
     MulticlassCalibrationError,
     MulticlassF1Score,
 )
+
+
+def eval_loss_metric() -> MeanMetric:
+    """The mean evaluation loss over an epoch's batches: NaN if any batch's loss is NaN (no
+    check per batch, so no host sync; torchmetrics' default would drop NaN values with a
+    warning and report the mean of the rest)."""
+    return MeanMetric(nan_strategy="disable")
+
+
+def best_metric(mode: str) -> MaxMetric | MinMetric:
+    """The best monitored value so far (max or min); epochs whose value is NaN are skipped."""
+    return MaxMetric(nan_strategy="ignore") if mode == "max" else MinMetric(nan_strategy="ignore")
 
 
 def build_metrics(kind: str, num_classes: int | None, prefix: str) -> MetricCollection:

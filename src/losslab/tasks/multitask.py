@@ -20,18 +20,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import (
-    MaxMetric,
     MeanAbsoluteError,
-    MeanMetric,
     MeanSquaredError,
     MetricCollection,
-    MinMetric,
 )
 from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
 
 from losslab.errors import UserError
 from losslab.multitask.weighting import Weighting, build_weighting
-from losslab.tasks.metrics import metric_inputs
+from losslab.tasks.metrics import best_metric, eval_loss_metric, metric_inputs
 from losslab.tasks.step_logging import TrainScalars, is_logging_step
 from losslab.tasks.supervised import SupervisedTask, needs_graph_closure
 
@@ -89,10 +86,11 @@ class MultiTaskModule(SupervisedTask):
             setattr(self, f"{split}_metrics", nn.ModuleDict({
                 t.name: task_metrics(t.kind, t.num_classes, f"{split}/{t.name}/")
                 for t in self.tasks}))
-        self.val_losses = nn.ModuleDict({t.name: MeanMetric() for t in self.tasks})
-        self.test_losses = nn.ModuleDict({t.name: MeanMetric() for t in self.tasks})
+        # NaN batch losses make the epoch's loss NaN; the best value skips NaN epochs
+        self.val_losses = nn.ModuleDict({t.name: eval_loss_metric() for t in self.tasks})
+        self.test_losses = nn.ModuleDict({t.name: eval_loss_metric() for t in self.tasks})
         self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.val_best = best_metric(self.monitor_mode)
         self.register_buffer("_epoch_loss_sum", torch.zeros(len(self.tasks)), persistent=False)
         self.register_buffer("_epoch_steps", torch.zeros(()), persistent=False)
         self.sample_weight_fn = None

@@ -10,13 +10,13 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics import MeanMetric
 
 from losslab.errors import UserError, did_you_mean
 from losslab.optim import OPTIMIZERS
 from losslab.tasks.consistency import consistency_term, make_augmentation
 from losslab.tasks.knn import embed, knn_accuracy
-from losslab.tasks.metrics import build_metrics, metric_inputs
+from losslab.tasks.metrics import best_metric, build_metrics, eval_loss_metric, metric_inputs
 from losslab.tasks.rng import collect_rng_states, set_rng_states
 from losslab.tasks.step_logging import TrainScalars
 
@@ -51,9 +51,12 @@ class SupervisedTask(L.LightningModule):
         self.val_metrics = build_metrics(kind, num_classes, "val/")
         self.test_metrics = build_metrics(kind, num_classes, "test/")
         self.knn_k = int((config or {}).get("task", {}).get("knn_k", 5))
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # a NaN/Inf batch loss makes the epoch's loss NaN (torchmetrics' default would drop
+        # it with a warning and report the mean of the finite batches: a diverging model
+        # would look fine); the best value skips NaN epochs
+        self.val_loss, self.test_loss = eval_loss_metric(), eval_loss_metric()
         self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.val_best = best_metric(monitor_mode)
         self.sample_weight_fn = None  # callable(idx, per_sample_loss) -> weights [N]
         # optimizers that differentiate the closure's graph themselves (natural gradient) need
         # Lightning's manual optimization; everything else uses automatic optimization.
