@@ -33,10 +33,11 @@ environment turns the pause (and so the freeze) off.
 Lightning imports torchmetrics, and torchmetrics' `__init__` imports `scipy.signal` (only to
 alias `scipy.signal.hamming` for SRMRpy), which pulls in scipy.stats, .optimize, .interpolate,
 .spatial, .sparse and .linalg: ~520 modules, 0.7-0.9 s of the start-up here (README,
-"Performance"), that no losslab run uses unless
-it generates MNIST-1D or computes an audio metric. `defer_unused_imports()` registers the
-modules in `DEFERRED_MODULES` as deferred (`losslab.deferred_modules`): importable by name at
-once, executed on first use. `LOSSLAB_DEFER_IMPORTS=0` turns this off.
+"Performance"), that no losslab run uses unless it computes an audio metric (generating
+MNIST-1D needs scipy.interpolate and .ndimage, which import as usual).
+`defer_unused_imports()` registers the modules in `DEFERRED_MODULES` as deferred
+(`losslab.deferred_modules`): importable by name at once, executed on first use.
+`LOSSLAB_DEFER_IMPORTS=0` turns this off.
 """
 
 from __future__ import annotations
