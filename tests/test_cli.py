@@ -79,7 +79,8 @@ def test_multirun_two_jobs(tmp_path):
 def test_start_up_runs_without_the_garbage_collector_then_freezes_it(tmp_path):
     """train.py pauses the cyclic collector for the start-up (losslab.startup); by the first
     training step it is back on, with the start-up's objects frozen out of its scans; and the
-    default run gets there without executing scipy.signal (imported by torchmetrics)."""
+    default run gets there without executing scipy.signal (imported by torchmetrics), and
+    with one Hydra composition instead of two (losslab.compose_once)."""
     marker = tmp_path / "first_step.json"
     res = run_cli("test=false", f"hydra.run.dir={tmp_path / 'run'}", *QUIET,
                   "+callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer",
@@ -89,22 +90,25 @@ def test_start_up_runs_without_the_garbage_collector_then_freezes_it(tmp_path):
     assert state["gc_enabled"] is True
     assert state["gc_frozen"] > 100_000  # torch + Lightning + Hydra: ~700,000 here
     assert state["deferred"] == ["scipy.signal"]
+    assert state["compositions_reused"] == 1
 
 
 def test_start_up_measures_can_be_turned_off(tmp_path):
     """LOSSLAB_GC_PAUSE=0: the start-up keeps the collector on and freezes nothing;
-    LOSSLAB_DEFER_IMPORTS=0: nothing is deferred."""
+    LOSSLAB_DEFER_IMPORTS=0: nothing is deferred; LOSSLAB_COMPOSE_ONCE=0: Hydra composes twice."""
     marker = tmp_path / "first_step.json"
     res = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "test=false", f"hydra.run.dir={tmp_path / 'run'}",
          *QUIET, "+callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer",
          f"+callbacks.first_step.path={marker}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "LOSSLAB_GC_PAUSE": "0", "LOSSLAB_DEFER_IMPORTS": "0"})
+        env={**os.environ, "LOSSLAB_GC_PAUSE": "0", "LOSSLAB_DEFER_IMPORTS": "0",
+             "LOSSLAB_COMPOSE_ONCE": "0"})
     assert res.returncode == 0, res.stderr[-2000:]
     state = json.loads(marker.read_text())
     assert state["gc_enabled"] is True and state["gc_frozen"] == 0
     assert state["deferred"] == []
+    assert state["compositions_reused"] == 0
 
 
 def test_gc_pause_and_resume_only_undo_their_own_pause():

@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from losslab import compose_once
 from losslab.errors import UserError, did_you_mean
 from losslab.startup import begin, resume_gc
 
@@ -227,6 +228,7 @@ def _record_failure(message: str, kind: str = "exception") -> None:
 
 def main() -> None:
     begin()  # collector paused until the run is set up, unused imports deferred (losslab.startup)
+    compose_once.install()  # one Hydra composition for a single run, not two
     try:
         check_overrides(sys.argv[1:])
         check_group_keys(sys.argv[1:])

@@ -3,10 +3,11 @@
     python train.py +callbacks.first_step._target_=losslab.callbacks.timing.FirstStepTimer \
         +callbacks.first_step.path=first_step.json
 
-writes {"first_step_unix": <time.time()>, "gc_enabled": ..., "gc_frozen": ..., "deferred": [...]}
-when the first training batch starts (the last three: whether the cyclic garbage collector is
-on, how many objects `gc.freeze()` moved out of its reach, and which deferred modules have not
-been loaded yet, see `losslab.startup`); with
+writes {"first_step_unix": <time.time()>, "gc_enabled": ..., "gc_frozen": ..., "deferred": [...],
+"compositions_reused": ...} when the first training batch starts (the others: whether the
+cyclic garbage collector is on, how many objects `gc.freeze()` moved out of its reach, which
+deferred modules have not been loaded yet, see `losslab.startup`, and how many Hydra
+compositions were saved, see `losslab.compose_once`); with
 `stop=true` (the default) the run then ends after that step. `scripts/bench_startup.py` compares
 it with the time the process was launched.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback
 
+from losslab.compose_once import reused
 from losslab.deferred_modules import still_deferred
 
 
@@ -41,6 +43,7 @@ class FirstStepTimer(Callback):
             self.path.write_text(json.dumps({"first_step_unix": time.time(),
                                              "gc_enabled": gc.isenabled(),
                                              "gc_frozen": gc.get_freeze_count(),
-                                             "deferred": still_deferred()}))
+                                             "deferred": still_deferred(),
+                                             "compositions_reused": reused()}))
         if self.stop:
             trainer.should_stop = True
