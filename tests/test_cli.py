@@ -79,7 +79,8 @@ def test_multirun_two_jobs(tmp_path):
 def test_start_up_runs_without_the_garbage_collector_then_freezes_it(tmp_path):
     """train.py pauses the cyclic collector for the start-up (losslab.startup); by the first
     training step it is back on, with the start-up's objects frozen out of its scans; and the
-    default run gets there without executing scipy.signal (imported by torchmetrics), and
+    default run gets there without executing scipy.signal, matplotlib.axes or .pyplot
+    (imported by torchmetrics), and
     with one Hydra composition instead of two (losslab.compose_once)."""
     marker = tmp_path / "first_step.json"
     res = run_cli("test=false", f"hydra.run.dir={tmp_path / 'run'}", *QUIET,
@@ -89,7 +90,7 @@ def test_start_up_runs_without_the_garbage_collector_then_freezes_it(tmp_path):
     state = json.loads(marker.read_text())
     assert state["gc_enabled"] is True
     assert state["gc_frozen"] > 100_000  # torch + Lightning + Hydra: ~700,000 here
-    assert state["deferred"] == ["scipy.signal"]
+    assert state["deferred"] == ["matplotlib.axes", "matplotlib.pyplot", "scipy.signal"]
     assert state["compositions_reused"] == 1
 
 

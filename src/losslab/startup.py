@@ -30,13 +30,21 @@ point pauses, and `resume_gc()` only undoes a pause made here. `LOSSLAB_GC_PAUSE
 environment turns the pause (and so the freeze) off.
 
 ## Unused imports
-Lightning imports torchmetrics, and torchmetrics' `__init__` imports `scipy.signal` (only to
-alias `scipy.signal.hamming` for SRMRpy), which pulls in scipy.stats, .optimize, .interpolate,
-.spatial, .sparse and .linalg: ~520 modules, 0.7-0.9 s of the start-up here (README,
-"Performance"), that no losslab run uses unless it computes an audio metric (generating
-MNIST-1D needs scipy.interpolate and .ndimage, which import as usual).
+Lightning imports torchmetrics, whose `__init__` imports, for nothing a losslab run uses:
+
+- `scipy.signal` (only to alias `scipy.signal.hamming` for SRMRpy), which pulls in
+  scipy.stats, .optimize, .interpolate, .spatial, .sparse and .linalg: ~520 modules, 0.7-0.9 s
+  of the start-up here (README, "Performance"), unless a run computes an audio metric
+  (generating MNIST-1D needs scipy.interpolate and .ndimage, which import as usual);
+- `matplotlib.axes` and `matplotlib.pyplot` (in `torchmetrics.utilities.plot`, for the type
+  hints and the style of `Metric.plot()`): ~200 modules, ~0.3 s; losslab's own figures (the
+  labelled gradient heatmap at the end of training, the LR finder's plot) import them later.
+
 `defer_unused_imports()` registers the modules in `DEFERRED_MODULES` as deferred
-(`losslab.deferred_modules`): importable by name at once, executed on first use.
+(`losslab.deferred_modules`): importable by name at once, executed on first use. The stand-ins
+answer only torchmetrics' reads at import time: `hasattr(scipy.signal, "hamming")`, and
+`plt.Figure`, `plt.style.context`, `matplotlib.axes.Axes` (a class whose isinstance checks go to
+the real `Axes`, and a style context entered, loading pyplot, only when a plot is drawn).
 `LOSSLAB_DEFER_IMPORTS=0` turns this off.
 """
 
@@ -45,11 +53,16 @@ from __future__ import annotations
 import gc
 import os
 
-from losslab.deferred_modules import defer_module
+from losslab.deferred_modules import StandIn, class_, context, defer_module, function, namespace
 
-# module -> stand-ins (attributes read at import time that must not load it, see
-# losslab.deferred_modules); torchmetrics checks `hasattr(scipy.signal, "hamming")`
-DEFERRED_MODULES: dict[str, dict[str, str]] = {"scipy.signal": {"hamming": "windows.hamming"}}
+# module -> (the code whose reads its stand-ins answer, {attribute: stand-in}); see
+# losslab.deferred_modules
+DEFERRED_MODULES: dict[str, tuple[str, dict[str, StandIn]]] = {
+    "scipy.signal": ("torchmetrics", {"hamming": function("windows.hamming")}),
+    "matplotlib.axes": ("torchmetrics.utilities.plot", {"Axes": class_("Axes")}),
+    "matplotlib.pyplot": ("torchmetrics.utilities.plot", {
+        "Figure": class_("Figure"), "style": namespace("style", context=context("style.context"))}),
+}
 
 _paused = False
 
@@ -63,8 +76,8 @@ def begin() -> None:
 def defer_unused_imports() -> None:
     """Defer the modules in DEFERRED_MODULES (no-op with LOSSLAB_DEFER_IMPORTS=0)."""
     if os.environ.get("LOSSLAB_DEFER_IMPORTS", "1") != "0":
-        for name, stand_ins in DEFERRED_MODULES.items():
-            defer_module(name, stand_ins)
+        for name, (reader, stand_ins) in DEFERRED_MODULES.items():
+            defer_module(name, stand_ins, reader=reader)
 
 
 def pause_gc() -> None:
