@@ -114,3 +114,14 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LOSSLAB_COMPOSE_ONCE", "0")
     compose_once.install()
     assert Hydra.get_mode is own
+
+
+def test_another_hydra_version_keeps_its_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hydra
+    from hydra._internal.hydra import Hydra
+
+    own = Hydra.get_mode
+    monkeypatch.delenv("LOSSLAB_COMPOSE_ONCE", raising=False)
+    monkeypatch.setattr(hydra, "__version__", "1.4.0")
+    compose_once.install()
+    assert Hydra.get_mode is own

@@ -22,7 +22,8 @@ one that composes in RUN mode instead and keeps the result for the `Hydra.run` t
   Any other call (a multirun's, or a changed override list) composes normally.
 
 The result is the config Hydra would have composed (a test compares the two, key by key).
-`LOSSLAB_COMPOSE_ONCE=0` in the environment leaves Hydra untouched.
+`LOSSLAB_COMPOSE_ONCE=0` in the environment, or a Hydra other than 1.3.x (whose internals this
+was written and tested against), leaves Hydra untouched.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import os
 from typing import Any
 
 _MODE_RUN = "hydra.mode=RUN"
+TESTED_HYDRA = "1.3."  # the Hydra versions whose internals this relies on (and tests check)
 _installed: list[Any] = []  # [Hydra.get_mode as Hydra defines it] once installed
 _handed_over = [0]  # compositions reused so far in this process
 
@@ -43,6 +45,10 @@ def reused() -> int:
 def install() -> None:
     """Patch `Hydra.get_mode` (idempotent; no-op with LOSSLAB_COMPOSE_ONCE=0)."""
     if _installed or os.environ.get("LOSSLAB_COMPOSE_ONCE", "1") == "0":
+        return
+    import hydra
+
+    if not hydra.__version__.startswith(TESTED_HYDRA):  # another Hydra: its own code path
         return
     from hydra._internal.hydra import Hydra
 
@@ -101,7 +107,11 @@ def _hand_over(loader: Any, cfg: Any, name: str | None, kept: list[str],
             return loader.load_configuration(config_name=config_name, overrides=overrides,
                                              run_mode=run_mode, **kwargs)
         if extra:
-            _apply_hydra_override(cfg, extra[0])
+            try:
+                _apply_hydra_override(cfg, extra[0])
+            except Exception:  # compose as Hydra would (and report what it reports)
+                return loader.load_configuration(config_name=config_name, overrides=overrides,
+                                                 run_mode=run_mode, **kwargs)
         _handed_over[0] += 1
         return cfg
 
