@@ -53,8 +53,8 @@ def pkg(tmp_path, monkeypatch):
                                             "WIDTH = 3\n")
     (root / "reader.py").write_text(textwrap.dedent("""
         import dpkg.sub
+        from dpkg.sub import Thing as THING  # (read through importlib's _handle_fromlist)
         HAS_HAMMING = hasattr(dpkg.sub, "hamming")
-        THING = dpkg.sub.Thing
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     yield

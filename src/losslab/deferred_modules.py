@@ -135,12 +135,18 @@ def still_deferred() -> list[str]:
     return sorted(n for n, m in list(sys.modules.items()) if type(m) is DeferredModule)
 
 
-def _reads_for(frame: types.FrameType, reader: str | None) -> bool:
-    """Whether the code running in `frame` belongs to `reader` (None: any code)."""
+def _reads_for(frame: types.FrameType | None, reader: str | None) -> bool:
+    """Whether the code running in `frame` belongs to `reader` (None: any code). The import
+    system's own frames are looked through (`from package import name` reads `name` in
+    importlib's `_handle_fromlist`, for the module that runs the import)."""
     if reader is None:
         return True
-    name = frame.f_globals.get("__name__", "")
-    return name == reader or name.startswith(reader + ".")
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not name.startswith(("importlib", "_frozen_importlib")):
+            return name == reader or name.startswith(reader + ".")
+        frame = frame.f_back
+    return False
 
 
 def _resolve(module: types.ModuleType, target: str) -> Any:
