@@ -59,6 +59,22 @@ def fmt(x: Any, nd: int = 2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def gpu_summary(gpu: dict[str, Any] | None) -> str:
+    """The GPU row: samples/s of (a), (b) and (c) on the CNN, with (b) and (c)'s step-time
+    ratios to (a) (`bench_framework.py --device cuda`'s results)."""
+    if not gpu:
+        return "skipped: no CUDA"
+    v = gpu["variants"]
+    parts = [f"(a) {v['raw']['samples_per_s']:,.0f} samples/s"]
+    for key, name in (("lightning", "(b)"), ("losslab", "(c)")):
+        if key in v:
+            parts.append(f"{name} {v[key]['samples_per_s']:,.0f} samples/s = "
+                         f"**{v[key]['ratio_to_raw']:.2f}x** (a)'s step time")
+    where = gpu.get("device_name", "GPU")
+    return (f"{'; '.join(parts)} ({gpu.get('model', 'CNN')}, batch {gpu.get('batch_size', '?')}, "
+            f"{where})")
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The results as the README's Performance table."""
     lines = [f"Measured {r['date']} on {r['machine']} (`make bench`, one torch thread).", "",
@@ -124,9 +140,7 @@ def markdown(r: dict[str, Any]) -> str:
     if tta:
         row("time to 0.68 test accuracy", f"plain loop {fmt(tta['raw']['seconds'])} s, losslab "
             f"{fmt(tta['losslab']['seconds'])} s ({fmt(tta['ratio'])}x)", "report", None)
-    gpu = r.get("gpu")
-    row("GPU step time", "skipped: no CUDA" if not gpu else json.dumps(gpu)[:120], "report",
-        None)
+    row("GPU step time", gpu_summary(r.get("gpu")), "report", None)
     sh = r.get("sharpness")
     if sh:
         seconds = sh.get("seconds_per_evaluation", sh.get("seconds"))

@@ -69,6 +69,15 @@ GPU_OVERRIDES = ["experiment=mnist1d_cnn", "trainer=gpu", "trainer.precision=bf1
                  "data.batch_size=512", "model.channels=[128,256,256]"]
 
 
+def describe(cfg: Any) -> str:
+    """'MNIST-1D MLP 256-256-256', 'MNIST-1D CNN 128-256-256', ...: the model the run trains."""
+    m = cfg.model
+    data = "MNIST-1D" if cfg.data.name == "mnist1d" else str(cfg.data.name)
+    sizes = m.get("channels") if m.name.startswith("cnn") else m.get("hidden")
+    kind = {"mlp": "MLP", "cnn1d": "CNN", "cnn2d": "2-D CNN"}.get(str(m.name), str(m.name))
+    return f"{data} {kind}" + (f" {'-'.join(str(c) for c in sizes)}" if sizes else "")
+
+
 class Setup:
     """The default run's data, initial model and recipe, shared by every variant."""
 
@@ -89,6 +98,7 @@ class Setup:
         self.lr = float(cfg.optim.lr)
         self.sched = dict(cfg.scheduler)
         self.model0 = copy.deepcopy(task.model)
+        self.description = describe(cfg) + (", bf16" if device == "cuda" else "")
         self.steps_per_epoch = len(self.x) // self.batch_size + bool(len(self.x) % self.batch_size)
 
     def model(self) -> Any:
@@ -397,13 +407,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run = run_lightning if v == "lightning" else run_losslab
             run(s, 0, Path(tmp) / v, clock)
             paired[v] = clock.epochs
-    model = "default MNIST-1D MLP" if args.device == "cpu" else "MNIST-1D CNN 128-256-256, bf16"
+    model = s.description
     print(f"framework overhead ({args.device}): {model}, batch {s.batch_size}, {timed} timed "
           f"epochs of {s.steps_per_epoch} steps per fit, each paired with a plain-loop epoch; "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); wall ms/step median "
           "(min-max) | CPU ms/step")
     results: dict[str, Any] = {"epochs_timed": timed, "steps_per_epoch": s.steps_per_epoch,
-                               "reps": args.reps, "variants": {}}
+                               "reps": args.reps, "model": model, "batch_size": s.batch_size,
+                               "device_name": (torch.cuda.get_device_name()
+                                               if args.device == "cuda" else "CPU"),
+                               "variants": {}}
 
     def row_of(walls: list[float], cpus: list[float]) -> dict[str, Any]:
         ms = statistics.median(walls)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -22,6 +25,17 @@ def compose_cfg(out_dir: Path, *overrides: str) -> DictConfig:
     with initialize_config_module("losslab.conf", version_base="1.3"):
         return compose("train", overrides=[f"paths.output_dir={out_dir}",
                                            f"paths.data_dir={DATA_DIR}", *QUIET, *overrides])
+
+
+def script(name: str) -> ModuleType:
+    """scripts/<name>.py imported as a module (once)."""
+    key = f"losslab_script_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module  # dataclasses look their module up here
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
 @pytest.fixture

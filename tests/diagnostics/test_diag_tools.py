@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -15,21 +13,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import losslab.run
 from losslab.diagnostics.landscape import parameters_of
-from tests.conftest import DATA_DIR, QUIET, ROOT, compose_cfg
+from tests.conftest import DATA_DIR, QUIET, ROOT, compose_cfg, script
 
 RUN = ["debug=limit", "model.hidden=[16,16]", "data.batch_size=50",
        "callbacks=[default,sharpness]", "callbacks.sharpness.every_n_epochs=1",
        "callbacks.sharpness.iterations=5", "callbacks.sharpness.trace_probes=2"]
-
-
-def script(name: str) -> ModuleType:
-    key = f"losslab_script_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 @pytest.fixture(scope="module")
