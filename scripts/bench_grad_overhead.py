@@ -81,6 +81,8 @@ class HookClock:
         self.installed = True
         for name in HOOKS:
             fn = getattr(callback, name)
+            if fn is None:  # a hook the group does not dispatch
+                continue
 
             def timed(*args: Any, _fn: Any = fn, **kwargs: Any) -> Any:
                 t = time.thread_time()
@@ -117,7 +119,7 @@ class Switch(L.Callback):
         self._variant = variant
         members = list(iter_callbacks(self.grad))
         if variant == "H" and not self.clock.installed:
-            for cb in members:
+            for cb in self.grad:  # the group as Lightning calls it (with FastStep inside)
                 self.clock.wrap(cb)
         on = variant in ("B", "H")
         # a new list object: Lightning is iterating the old one right now

@@ -49,6 +49,7 @@ def force_device_path(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[bool]]:
 
     monkeypatch.setattr(grad_stats_module.GradStats, "__post_init__", on_device)
     monkeypatch.setattr(grad_stats_module.Layout, "host_norms", lambda self, grads: None)
+    monkeypatch.setattr(grad_stats_module.Layout, "norm_plan", lambda self: None)  # FastStep's
     monkeypatch.setattr(native_norms, "norms", lambda tensors, numels=None: None)
     monkeypatch.setattr(native_norms.DiffNorms, "prepare", classmethod(lambda cls, b: None))
     flush, judge = GradMonitor.flush, GradHealth._flush

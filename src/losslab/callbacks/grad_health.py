@@ -59,6 +59,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from losslab.callbacks.fast_step import Row, next_multiple
 from losslab.callbacks.grad_stats import grad_stats, reset_layout
 from losslab.callbacks.tensorboard import log_scalars
 from losslab.callbacks.trainer_reads import forget, global_step, is_global_zero
@@ -307,6 +308,27 @@ class GradHealth(Callback):
         if isinstance(row, list):
             return not (math.isfinite(row[0]) and math.isfinite(row[-1]))
         return not math.isfinite(float(row[0] + row[-1]))  # one device sync
+
+    # -- FastStep's member side (fast_step.py) -------------------------------------------------
+    def fast_ready(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """FastStep tests each step for NaN/Inf; a veto on exploding needs the full judgement
+        before every step, so then each step stays here."""
+        return not self.veto_exploding
+
+    def next_own_step(self, trainer: L.Trainer, step: int) -> int:
+        """The next check step after `step`."""
+        return next_multiple(step, self._every(trainer))
+
+    def absorb(self, trainer: L.Trainer, pl_module: L.LightningModule,
+               names: tuple[str, ...], rows: list[Row]) -> None:
+        """Add FastStep's rows (finite, not repeated) to the window, as the per-step hook
+        would have."""
+        if names != self._names:
+            if self._window:
+                self._flush(trainer, pl_module, check=False)
+            self._names = names
+        self._window += [(s, [*row, loss], False) for s, row, loss in rows]
+        self._last_step = rows[-1][0]
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._window:

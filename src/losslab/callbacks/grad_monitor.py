@@ -28,15 +28,18 @@ and written with zlib, ~0.08 ms warm; see heatmap.py) at the end of every
 `heatmap_every_n_epochs`-th epoch (default: each), and at the end of training the same map as
 a labelled matplotlib figure ``grad/norm_heatmap_labelled`` (layer names, steps, colour bar).
 
-Values are buffered until the buffered steps span 10 steps (or the epoch ends), then written as
-one TensorBoard event per step, at its own step number; on an accelerator they stay on the
-device until then (one host transfer for all of them), on CPU they are read as floats at once
-(`GradStats.host_row`, free there). So at `log_every_n_steps=1` the charts lag by up to 10
-steps, and a step costs only the shared `grad_stats`. Only global rank zero logs.
+Values are buffered and written at the steps s with (s + 1) % 10 == 0 (GradHealth's check
+steps at its default interval, so the two share those steps; see fast_step.py), whenever the
+buffered steps span 10 steps, and at each epoch end: one TensorBoard event per step, at its own
+step number; on an accelerator they stay on the device until then (one host transfer for all
+of them), on CPU they are read as floats at once (`GradStats.host_row`, free there). So at
+`log_every_n_steps=1` the charts lag by up to 10 steps, and a step costs only the shared
+`grad_stats`. Only global rank zero logs.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -46,6 +49,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from losslab.callbacks.fast_step import NEVER, Row, next_multiple
 from losslab.callbacks.grad_stats import (
     GradStats,
     UpdateTracker,
@@ -87,8 +91,9 @@ def custom_scalars_layout(layer_names: tuple[str, ...]) -> dict[str, dict[str, l
     return {"gradients": overview, "gradients by layer (norm, update ratio)": per_layer}
 
 
-#: buffered values are written once they span this many steps (and at every epoch end): at
-#: log_every_n_steps=1 one host transfer per 10 steps instead of one per step
+#: buffered values are written at the steps s with (s + 1) % FLUSH_SPAN == 0, once they span
+#: this many steps, and at every epoch end: at log_every_n_steps=1 one host transfer per 10
+#: steps instead of one per step
 FLUSH_SPAN = 10
 
 
@@ -195,7 +200,7 @@ class GradMonitor(Callback):
         if not parts:
             return
         self._buffer.append((step, names, log_now, measured is not None, parts))
-        if step - self._buffer[0][0] >= FLUSH_SPAN - 1:
+        if (step + 1) % FLUSH_SPAN == 0 or step - self._buffer[0][0] >= FLUSH_SPAN - 1:
             self.flush(trainer)
 
     def flush(self, trainer: L.Trainer) -> None:
@@ -246,6 +251,42 @@ class GradMonitor(Callback):
             self.wait_for_images()
         if trainer.is_global_zero and self.norm_map and self.heatmap_every_n_epochs != 0:
             self.log_heatmap(trainer, labelled=True)
+
+    # -- FastStep's member side (fast_step.py) -------------------------------------------------
+    def fast_ready(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Every logging step's values are in FastStep's row, except weight norms logged at
+        every logging step (per_layer with update_ratio off), which need the weights."""
+        return not (self.per_layer and not self.update_ratio)
+
+    def next_own_step(self, trainer: L.Trainer, step: int) -> int:
+        """The next step after `step` with a flush (see FLUSH_SPAN), an update ratio or
+        histograms: the steps whose hooks must run."""
+        if not is_global_zero(trainer):
+            return NEVER
+        every, own = self._every(trainer), []
+        if every:  # the next aligned logging step, and the one where the buffer spans 10 steps
+            own.append(next_multiple(step, math.lcm(every, FLUSH_SPAN)))
+            first = self._buffer[0][0] if self._buffer else next_multiple(step, every)
+            own.append(next_multiple(max(step, first + FLUSH_SPAN - 2), every))
+        ratio_every = self.update_ratio_every_n_steps or every
+        if self.per_layer and self.update_ratio and ratio_every:
+            own.append(next_multiple(step, ratio_every))
+        if self.histogram_every_n_steps:
+            own.append(next_multiple(step, self.histogram_every_n_steps))
+        return min(own, default=NEVER)
+
+    def absorb(self, trainer: L.Trainer, pl_module: L.LightningModule,
+               names: tuple[str, ...], rows: list[Row]) -> None:
+        """Buffer FastStep's rows of logging steps, as `on_train_batch_end` would have."""
+        every = self._every(trainer)
+        if not (every and is_global_zero(trainer)):
+            return
+        if self.per_layer:
+            self._buffer += [(s, names, True, False, [row]) for s, row, _ in rows
+                             if (s + 1) % every == 0]
+        else:
+            self._buffer += [(s, (), True, False, [row[:1]]) for s, row, _ in rows
+                             if (s + 1) % every == 0]
 
     # -- pieces --------------------------------------------------------------------------------
     def _tags(self, names: tuple[str, ...], log_now: bool, measured: bool) -> tuple[str, ...]:

@@ -54,16 +54,22 @@ class Layout:
     _planned: bool = False
     _host_fields: dict[str, object] | None = None
 
-    def host_norms(self, grads: list[Tensor]) -> list[float] | None:
-        """[||g_p|| per parameter, ||g||_total, ||g_layer|| per layer] as floats from the native
-        kernel, prepared on first use for these parameters (CPU, float32/64); None otherwise."""
+    def norm_plan(self) -> native_norms.GroupedNorms | None:
+        """The native per-step call for these parameters' gradients (prepared on first use;
+        None unless they are all CPU float32/64 tensors and the kernel is built)."""
         if not self._planned:
             self._planned = True
             dtype = self.params[0].dtype if self.params else None
             if dtype is not None and all(p.dtype is dtype and p.is_cpu for p in self.params):
                 self._plan = native_norms.GroupedNorms.prepare(
                     self.numels, self.layer_ids, len(self.layer_names), dtype)
-        return None if self._plan is None else self._plan(grads)
+        return self._plan
+
+    def host_norms(self, grads: list[Tensor]) -> list[float] | None:
+        """[||g_p|| per parameter, ||g||_total, ||g_layer|| per layer] as floats from the native
+        kernel (`norm_plan`); None where there is none."""
+        plan = self._plan if self._planned else self.norm_plan()
+        return None if plan is None else plan(grads)
 
     def host_stats(self, step: int, host: list[float]) -> GradStats:
         """The step's GradStats from `host_norms`' floats: the fields that do not change from

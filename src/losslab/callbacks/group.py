@@ -16,6 +16,12 @@ A hook that no member needs is set to None on the group, which Lightning's dispa
 (it calls only callable hook attributes): no call, no profiler context. A member needs a hook
 when its class overrides it and it does not list the hook in `idle_hooks()` (what its
 configuration leaves idle, e.g. GradClip with mode=none has nothing to do per step).
+
+When every member with work in the per-step gradient hooks (`FAST_HOOKS`) implements
+FastStep's member side (GradMonitor, GradHealth), those hooks go to one FastStep
+(fast_step.py), which does their shared per-step work once and calls them only on the steps
+where they have work of their own; every other hook that reaches one of them hands FastStep's
+kept rows over first. `LOSSLAB_FAST_STEP=0` turns that off (the members' hooks every step).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from lightning.pytorch.callbacks import Callback
+
+from losslab.callbacks import fast_step
 
 T = TypeVar("T")
 
@@ -54,8 +62,22 @@ class CallbackGroup(Callback):
     def __init__(self, members: Iterable[Callback]) -> None:
         self.members = list(members)
         self._by_hook = {hook: [m for m in self.members if needs(m, hook)] for hook in HOOKS}
+        self.fast: fast_step.FastStep | None = None
+        stepping = [m for m in self.members
+                    if any(m in self._by_hook[h] for h in fast_step.FAST_HOOKS)]
+        if stepping and fast_step.enabled() and all(map(fast_step.is_fast_member, stepping)):
+            self.fast = fast_step.FastStep(
+                stepping, {h: self._by_hook[h] for h in fast_step.FAST_HOOKS})
+        # hooks after which FastStep's kept rows must reach the members first
+        self._sync = frozenset(h for h, callees in self._by_hook.items()
+                               if h not in fast_step.FAST_HOOKS
+                               and any(m in stepping for m in callees)) if self.fast else ()
         for hook, callees in self._by_hook.items():
-            if not callees and hook not in DIRECT_HOOKS:
+            if self.fast is not None and hook in fast_step.FAST_HOOKS and callees:
+                setattr(self, hook, getattr(self.fast, hook))  # Lightning calls FastStep
+            elif self.fast is not None and hook == "on_fit_start":
+                pass  # always dispatched: FastStep forgets the previous fit there
+            elif not callees and hook not in DIRECT_HOOKS:
                 setattr(self, hook, None)  # Lightning skips it: nothing to dispatch
 
     @cached_property
@@ -63,6 +85,8 @@ class CallbackGroup(Callback):
         return f"CallbackGroup[{','.join(m.state_key for m in self.members)}]"
 
     def state_dict(self) -> dict[str, Any]:
+        if self.fast is not None:
+            self.fast.sync()
         return {m.state_key: state for m in self.members if (state := m.state_dict())}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -76,6 +100,12 @@ class CallbackGroup(Callback):
 
 def _forward(hook: str) -> Any:
     def call(self: CallbackGroup, *args: Any, **kwargs: Any) -> None:
+        fast = self.fast
+        if fast is not None:
+            if hook == "on_fit_start":
+                fast.reset()
+            elif fast.rows and hook in self._sync:
+                fast.sync()
         for member in self._by_hook[hook]:
             getattr(member, hook)(*args, **kwargs)
 

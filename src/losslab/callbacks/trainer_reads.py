@@ -64,6 +64,13 @@ def global_step(trainer: Any) -> int:
     return tracker.completed
 
 
+def step_counter(trainer: Any) -> Any | None:
+    """The object whose `completed` is `trainer.global_step` (kept up to date in place by
+    Lightning), or None where there is none to hold on to (a test double, no module yet)."""
+    global_step(trainer)
+    return getattr(trainer, _STEP, None)
+
+
 def is_global_zero(trainer: Any) -> bool:
     """`trainer.is_global_zero`, looked up once per fit and process."""
     cached = getattr(trainer, _ZERO, None)

@@ -112,6 +112,13 @@ class _PreparedCall:
     _fast: Any
     _args: tuple[Any, ...]
 
+    def direct(self) -> tuple[Any, tuple[Any, ...]]:
+        """(fn, args) with fn(tensors, *args) == self(tensors) for a list: the extension's
+        function itself where it is built (no Python frame in between), else this call."""
+        if self._fast is not None:
+            return self._fast, (self.dtype, *self._args)
+        return self.__call__, ()
+
     def __call__(self, tensors: list[Tensor]) -> list[float] | None:
         dtype = self.dtype
         if self._fast is not None and type(tensors) is list:

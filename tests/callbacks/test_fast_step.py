@@ -1,0 +1,116 @@
+"""FastStep (callbacks/fast_step.py): the gradient callbacks' shared per-step path.
+
+A fit with it and one without it (`LOSSLAB_FAST_STEP=0`, the members' hooks every step) must
+log the same values at the same steps, write the same heatmap and grad_health.json, and take
+the same steps, through a planted NaN on a step FastStep would otherwise have kept for itself,
+epoch ends between own steps, histograms, and an update-ratio interval that is not the check
+interval."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from losslab.callbacks.fast_step import NEVER, FastStep, next_multiple
+from losslab.callbacks.grad_health import GradHealth
+from losslab.callbacks.grad_monitor import GradMonitor
+from losslab.callbacks.group import CallbackGroup, find_callback
+from tests.callbacks.test_grad_device_path import same, scalars
+from tests.callbacks.test_grad_health import PlantNaN, fit, health_json
+
+RUN = ["debug=limit", "logger=csv", "test=false", "trainer.max_epochs=3",
+       "trainer.limit_train_batches=13", "trainer.log_every_n_steps=1",
+       "callbacks.grad_monitor.update_ratio_every_n_steps=7",
+       "callbacks.grad_monitor.histogram_every_n_steps=11",
+       "callbacks.grad_health.on_non_finite=skip"]
+
+
+def group_of(trainer: Any) -> CallbackGroup:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, CallbackGroup))
+
+
+def test_next_multiple() -> None:
+    assert [next_multiple(s, 10) for s in (-1, 0, 8, 9, 10)] == [9, 9, 9, 19, 19]
+    assert [next_multiple(s, 1) for s in (0, 5)] == [1, 6]
+
+
+def test_fast_step_logs_and_decides_as_the_members_alone(make_cfg, tmp_path, monkeypatch):
+    runs = {}
+    for mode in ("0", "1"):
+        monkeypatch.setenv("LOSSLAB_FAST_STEP", mode)
+        run = tmp_path / f"fast{mode}"
+        trainer, task = fit(make_cfg(*RUN, f"paths.output_dir={run}"), PlantNaN(step=14))
+        runs[mode] = (run, trainer, task)
+    (slow_run, slow, slow_task), (fast_run, fast, fast_task) = runs["0"], runs["1"]
+    assert group_of(slow).fast is None
+    steps = fast.global_step
+    assert steps == slow.global_step == 39
+    fast_path = group_of(fast).fast
+    assert fast_path is not None and not fast_path.rows  # everything handed over
+    # most steps were FastStep's (own steps: flushes/checks every 10, ratios every 7,
+    # histograms every 11, the NaN step and the first one)
+    assert steps // 2 < fast_path.steps_fast < steps
+    a, b = scalars(slow_run), scalars(fast_run)
+    assert set(a) == set(b) and "grad/update_ratio/model.head" in a
+    for tag, series in a.items():
+        assert series.keys() == b[tag].keys(), tag
+        bad = {s: (v, b[tag][s]) for s, v in series.items() if not same(v, b[tag][s])}
+        assert not bad, (tag, bad)
+    assert len(a["grad/norm_total"]) == steps and math.isnan(a["grad/norm_total"][14])
+    assert slow_run.joinpath("grad_health.json").read_text() \
+        == fast_run.joinpath("grad_health.json").read_text()
+    assert [e["step"] for e in health_json(fast_run)["events"]] == [14]
+    maps = [find_callback(t, GradMonitor).heatmap() for t in (slow, fast)]
+    assert maps[0][1] == maps[1][1]
+    assert torch.allclose(torch.from_numpy(maps[0][0]), torch.from_numpy(maps[1][0]),
+                          equal_nan=True)
+    for p, q in zip(slow_task.parameters(), fast_task.parameters(), strict=True):
+        assert torch.equal(p, q)  # the same steps were taken, bit for bit
+
+
+@pytest.mark.parametrize("override", ["callbacks.grad_health.on_exploding=skip",
+                                      "callbacks.grad_clip.mode=norm"])
+def test_configurations_that_need_every_step_keep_the_members_hooks(make_cfg, tmp_path,
+                                                                     override: str) -> None:
+    """A veto on exploding judges every step before it runs; active clipping has per-step
+    hooks of its own: FastStep stands aside (not armed, or not built)."""
+    trainer, _ = fit(make_cfg(*RUN, override, f"paths.output_dir={tmp_path}"))
+    fast_path = group_of(trainer).fast
+    assert fast_path is None or fast_path.steps_fast == 0
+
+
+def test_members_report_their_own_steps() -> None:
+    class Trainer:
+        log_every_n_steps = 1
+        is_global_zero = True
+
+    health = GradHealth(check_every_n_steps=10)
+    assert [health.next_own_step(Trainer(), s) for s in (0, 9, 10)] == [9, 19, 19]
+    monitor = GradMonitor(update_ratio_every_n_steps=7, histogram_every_n_steps=None)
+    assert monitor.next_own_step(Trainer(), 0) == 6  # the update ratio comes first
+    monitor.update_ratio = False
+    assert monitor.next_own_step(Trainer(), 0) == 9  # the aligned flush: (9 + 1) % 10 == 0
+    assert monitor.next_own_step(Trainer(), 9) == 19
+    monitor._buffer = [(3, (), True, False, [[1.0]])]  # (after an epoch's end at step 2)
+    assert monitor.next_own_step(Trainer(), 5) == 9
+    monitor.log_every_n_steps = 3  # logging steps 2, 5, 8, 11, ...: spans 10 at step 14
+    assert monitor.next_own_step(Trainer(), 5) == 14
+    assert not GradMonitor(update_ratio=False).fast_ready(Trainer(), None)
+    assert not GradHealth(on_exploding="skip").fast_ready(Trainer(), None)
+
+    class Rank1(Trainer):
+        is_global_zero = False
+
+    assert monitor.next_own_step(Rank1(), 0) == NEVER
+
+
+def test_group_routes_the_per_step_hooks_to_fast_step(monkeypatch) -> None:
+    group = CallbackGroup([GradMonitor(), GradHealth()])
+    assert isinstance(group.fast, FastStep)
+    assert group.on_before_optimizer_step == group.fast.on_before_optimizer_step
+    assert "on_train_epoch_end" in group._sync and "on_train_end" in group._sync
+    monkeypatch.setenv("LOSSLAB_FAST_STEP", "0")
+    assert CallbackGroup([GradMonitor(), GradHealth()]).fast is None
