@@ -17,13 +17,14 @@ so it includes its steps' hooks and any epoch-end work that falls in it (the mon
 and heatmap, when B is on then); validation and checkpointing are off. `--block 0`
 interleaves whole epochs.
 
-The timed epochs are split over `--processes` fits, each in a fresh process (default 5 for
+The timed epochs are split over `--processes` fits, each in a fresh process (default 8 for
 the default MLP, 3 for the deep one), and their block pairs pooled: one process samples one
 memory layout, and on this project's CPU that alone moves one fit's ratio by +-2-3%
 (consecutive single-fit runs gave 1.02 to 1.07 for the default MLP, and one pooled run's fits
 1.012, 1.062 and 1.034; the cost of the hooks' cache misses depends on where things land),
 more than the interval within the fit. Pooling fits averages over layouts; the default MLP's
-fits are short (its epochs take a fifth of a second), so it pools five.
+fits are short (its epochs take a fifth of a second), so it pools eight (five until the
+2026-12-03 night, when single fits of 0.96x-1.14x were seen in one pooled run).
 
 Reported per model: the median over adjacent (A, B) block pairs of time(B) / time(A), for
 wall-clock and process CPU time; the ratio of the summed times (which counts rare costs such as
@@ -61,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAD_CALLBACKS = ("grad_monitor", "grad_health", "grad_clip")
 PATTERN = "ABBA"  # A B B A: a linear drift within each group of four cancels
 MODELS = {  # name: (overrides, default timed epochs, timed epochs per --reps, fits)
-    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48, 8, 5),
+    "mnist1d MLP 3x256 gelu (default run), batch 100": ([], 48, 8, 8),
     "MLP 20x512 gelu, batch 256": (["model.hidden=null", "model.depth=20", "model.width=512",
                                     "data.batch_size=256"], 16, 5, 3),
 }
@@ -252,7 +253,7 @@ def main() -> None:
                         help="steps per interleaved block (0: whole epochs)")
     parser.add_argument("--processes", type=int, default=None,
                         help="fits per model, each in a fresh process, pooled (1: in this one; "
-                             "default 5 for the default MLP, whose short steps make a fit's "
+                             "default 8 for the default MLP, whose short steps make a fit's "
                              "ratio depend on its process's memory layout, 3 for the deep one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--blocks-to", type=Path, help=argparse.SUPPRESS)  # a child process

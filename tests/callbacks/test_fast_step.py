@@ -37,17 +37,20 @@ def test_next_multiple() -> None:
     assert [next_multiple(s, 1) for s in (0, 5)] == [1, 6]
 
 
-def test_fast_step_logs_and_decides_as_the_members_alone(make_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("extra", "steps"), [([], 39),
+                                              (["trainer.accumulate_grad_batches=2"], 21)])
+def test_fast_step_logs_and_decides_as_the_members_alone(make_cfg, tmp_path, monkeypatch,
+                                                         extra: list[str], steps: int) -> None:
     runs = {}
     for mode in ("0", "1"):
         monkeypatch.setenv("LOSSLAB_FAST_STEP", mode)
         run = tmp_path / f"fast{mode}"
-        trainer, task = fit(make_cfg(*RUN, f"paths.output_dir={run}"), PlantNaN(step=14))
+        trainer, task = fit(make_cfg(*RUN, *extra, f"paths.output_dir={run}"),
+                            PlantNaN(step=14))
         runs[mode] = (run, trainer, task)
     (slow_run, slow, slow_task), (fast_run, fast, fast_task) = runs["0"], runs["1"]
     assert group_of(slow).fast is None
-    steps = fast.global_step
-    assert steps == slow.global_step == 39
+    assert fast.global_step == slow.global_step == steps
     fast_path = group_of(fast).fast
     assert fast_path is not None and not fast_path.rows  # everything handed over
     # most steps were FastStep's (own steps: flushes/checks every 10, ratios every 7,
