@@ -100,11 +100,12 @@ class FastStep:
         self._backward = list(by_hook["on_before_backward"])
         self._before_step = list(by_hook["on_before_optimizer_step"])
         self._batch_end = list(by_hook["on_train_batch_end"])
-        self.steps_fast = 0  # steps done here (for tests and benchmarks)
+        self.steps_fast = 0  # steps done here, over all fits (for tests and benchmarks)
         self.reset()
 
     def reset(self) -> None:
-        """Forget the fit (called before `on_fit_start` reaches the members)."""
+        """Forget the fit (called before `on_fit_start` reaches the members, and after
+        `teardown`)."""
         self.rows: list[Row] = []
         self._loss: Tensor | None = None
         self._counter: Any = None  # trainer.global_step's counter (None: not armed)
@@ -118,7 +119,6 @@ class FastStep:
         self._own_open = -1  # the own step whose on_train_batch_end is still due
         self._trainer: L.Trainer | None = None
         self._module: L.LightningModule | None = None
-        self.steps_fast = 0
 
     # -- the three per-step hooks --------------------------------------------------------------
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,

@@ -108,6 +108,8 @@ def _forward(hook: str) -> Any:
                 fast.sync()
         for member in self._by_hook[hook]:
             getattr(member, hook)(*args, **kwargs)
+        if fast is not None and hook == "teardown":
+            fast.reset()  # drop its references to the trainer, the module and the parameters
 
     call.__name__ = hook
     call.__doc__ = f"Calls `{hook}` on each member that overrides it."
