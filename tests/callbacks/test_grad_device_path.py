@@ -72,6 +72,16 @@ def same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=2e-5, abs_tol=1e-9)
 
 
+def assert_same_scalars(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]]) -> None:
+    """The same grad/* and weight/* series (with the update ratio), at the same steps, with
+    the same values (NaN where the other has NaN)."""
+    assert set(a) == set(b) and "grad/update_ratio/model.head" in a
+    for tag, series in a.items():
+        assert series.keys() == b[tag].keys(), tag
+        bad = {s: (v, b[tag][s]) for s, v in series.items() if not same(v, b[tag][s])}
+        assert not bad, (tag, bad)
+
+
 def test_the_device_path_logs_and_decides_as_the_cpu_path(make_cfg, tmp_path, monkeypatch):
     host_run, device_run = tmp_path / "host", tmp_path / "device"
     cfg = make_cfg(*RUN, f"paths.output_dir={host_run}")
@@ -81,12 +91,8 @@ def test_the_device_path_logs_and_decides_as_the_cpu_path(make_cfg, tmp_path, mo
 
     assert seen["monitor_tensors"] and all(seen["monitor_tensors"])  # device tensors only
     assert seen["health_tensors"] and all(seen["health_tensors"])
-    host, device = scalars(host_run), scalars(device_run)
-    assert set(host) == set(device) and "grad/update_ratio/model.head" in host
-    for tag, series in host.items():
-        assert series.keys() == device[tag].keys(), tag
-        bad = {s: (v, device[tag][s]) for s, v in series.items() if not same(v, device[tag][s])}
-        assert not bad, (tag, bad)
+    host = scalars(host_run)
+    assert_same_scalars(host, scalars(device_run))
     assert math.isnan(host["grad/norm_total"][3])  # the planted NaN, logged by both
     events = [[(e["step"], e["kind"], e["layers"], e["action"]) for e in health_json(r)["events"]]
               for r in (host_run, device_run)]
