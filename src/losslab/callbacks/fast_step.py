@@ -68,6 +68,8 @@ def _value(loss: Tensor) -> float:
 
 
 class FastMember(Protocol):
+    """The member side: GradMonitor and GradHealth implement it (`is_fast_member`)."""
+
     def fast_ready(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool: ...
 
     def next_own_step(self, trainer: L.Trainer, step: int) -> int: ...
@@ -93,7 +95,7 @@ def next_multiple(step: int, every: int) -> int:
 class FastStep:
     """The shared per-step path of a group's gradient callbacks (see the module docstring)."""
 
-    def __init__(self, members: Sequence[Any], by_hook: dict[str, list[Any]]) -> None:
+    def __init__(self, members: Sequence[FastMember], by_hook: dict[str, list[Any]]) -> None:
         """`members`: the group's members with per-step hooks (all FastMembers), in order;
         `by_hook`: each FAST_HOOKS hook's callees, in order (the group's dispatch lists)."""
         self.members = list(members)
