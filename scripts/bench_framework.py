@@ -81,13 +81,20 @@ def describe(cfg: Any) -> str:
 class Setup:
     """The default run's data, initial model and recipe, shared by every variant."""
 
-    def __init__(self, epochs: int, extra: list[str], device: str = "cpu") -> None:
+    def __init__(self, epochs: int, extra: list[str], device: str = "cpu",
+                 bf16: bool = False) -> None:
         import lightning.pytorch as L
 
         from losslab.run import build_task
 
         self.epochs, self.device = epochs, device
-        self.extra = [*GPU_OVERRIDES, *extra] if device == "cuda" else extra
+        self.bf16 = bf16 or device == "cuda"
+        if device == "cuda":
+            self.extra = [*GPU_OVERRIDES, *extra]
+        else:
+            self.extra = [*(["trainer.precision=bf16-mixed"] if bf16 else []), *extra]
+        #: the dtype of the model's output in each variant's first training step
+        self.output_dtypes: dict[str, str] = {}
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose_default(Path(tmp), self.extra, epochs)
         L.seed_everything(int(cfg.seed), verbose=False)
@@ -98,11 +105,16 @@ class Setup:
         self.lr = float(cfg.optim.lr)
         self.sched = dict(cfg.scheduler)
         self.model0 = copy.deepcopy(task.model)
-        self.description = describe(cfg) + (", bf16" if device == "cuda" else "")
+        self.description = describe(cfg) + (", bf16" if self.bf16 else "")
         self.steps_per_epoch = len(self.x) // self.batch_size + bool(len(self.x) % self.batch_size)
 
-    def model(self) -> Any:
-        return copy.deepcopy(self.model0).to(self.device)
+    def model(self, variant: str | None = None) -> Any:
+        """A fresh copy of the initial model; with `variant`, its first output's dtype is
+        recorded in `output_dtypes[variant]` (what autocast really ran)."""
+        model = copy.deepcopy(self.model0).to(self.device)
+        if variant is not None:
+            record_output_dtype(model, self.output_dtypes, variant)
+        return model
 
     def optimizer(self, params: Any) -> tuple[Any, Any]:
         import torch
@@ -114,6 +126,18 @@ class Setup:
         return opt, sched
 
 
+def record_output_dtype(model: Any, into: dict[str, str], key: str) -> None:
+    """Record the dtype of `model`'s first output in training mode as `into[key]`; the hook
+    then removes itself (no per-step cost)."""
+
+    def hook(module: Any, args: Any, output: Any) -> None:
+        if module.training:
+            into[key] = str(output.dtype).removeprefix("torch.")
+            handle.remove()
+
+    handle = model.register_forward_hook(hook)
+
+
 def run_raw(s: Setup, warmup: int) -> tuple[tuple[float, float], int]:
     """((wall, CPU) seconds per step after `warmup` steps, number of steps)."""
     import torch
@@ -123,6 +147,7 @@ def run_raw(s: Setup, warmup: int) -> tuple[tuple[float, float], int]:
     model.train()
     opt, sched = s.optimizer(model.parameters())
     n, bs, step, t0, c0 = len(s.x), s.batch_size, 0, 0.0, 0.0
+    bf16 = getattr(s, "bf16", False)
     cuda = s.device == "cuda"
     for _ in range(s.epochs):
         perm = torch.randperm(n, device=s.device)
@@ -132,7 +157,7 @@ def run_raw(s: Setup, warmup: int) -> tuple[tuple[float, float], int]:
                     torch.cuda.synchronize()
                 t0, c0 = time.perf_counter(), time.process_time()
             idx = perm[i:i + bs]
-            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(model(s.x[idx]), s.y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -150,7 +175,7 @@ class RawLoop:
 
     def __init__(self, s: Setup) -> None:
         self.s = s
-        self.model = s.model()
+        self.model = s.model("raw")
         self.model.train()
         self.opt, self.sched = s.optimizer(self.model.parameters())
 
@@ -167,7 +192,7 @@ class RawLoop:
         perm = torch.randperm(n, device=s.device)
         for i in range(0, n, bs):
             idx = perm[i:i + bs]
-            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=cuda):
+            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.bf16):
                 loss = F.cross_entropy(self.model(s.x[idx]), s.y[idx])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -273,13 +298,13 @@ def run_lightning(s: Setup, warmup: int, out: Path,
 
     loader = DataLoader(TensorDataset(s.x, s.y), batch_size=s.batch_size, shuffle=True)
     clock = clock or StepClock(warmup)
-    gpu = {"accelerator": "gpu", "precision": "bf16-mixed"} if s.device == "cuda" else \
-        {"accelerator": "cpu"}
-    trainer = L.Trainer(max_epochs=s.epochs, devices=1, callbacks=[clock], **gpu,
+    trainer = L.Trainer(max_epochs=s.epochs, devices=1, callbacks=[clock],
+                        accelerator="gpu" if s.device == "cuda" else "cpu",
+                        precision="bf16-mixed" if s.bf16 else "32-true",
                         logger=TensorBoardLogger(str(out), name="plain"), default_root_dir=out,
                         log_every_n_steps=10, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(Plain(s.model()), train_dataloaders=loader)
+    trainer.fit(Plain(s.model("lightning")), train_dataloaders=loader)
     return clock.per_step(), len(getattr(clock, "starts", ()))
 
 
@@ -292,6 +317,7 @@ def run_losslab(s: Setup, warmup: int, out: Path,
     cfg = compose_default(out, s.extra, s.epochs)
     task, dm = build_task(cfg)
     task.model.load_state_dict(s.model0.state_dict())
+    record_output_dtype(task.model, s.output_dtypes, "losslab")
     clock = clock or StepClock(warmup)
     callbacks = [*instantiate_group(cfg.get("callbacks"), "callback"), clock]
     trainer = build_trainer(cfg, callbacks, instantiate_group(cfg.get("logger"), "logger"))
@@ -381,6 +407,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: the GPU comparison (a wider CNN, bf16, batch 512)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast in every variant (on with --device cuda; on CPU, "
+                        "to check the GPU row's mixed-precision path)")
     parser.add_argument("--variant", action="append", choices=VARIANTS,
                         help="run only these (repeatable)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
@@ -399,7 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = args.variant or list(VARIANTS)
     fits = [v for v in variants if v != "raw"] or ["losslab"]  # each hosts the (a) epochs
     timed = max(8, 4 * args.reps)
-    s = Setup(args.warmup_epochs + timed, args.overrides, args.device)
+    s = Setup(args.warmup_epochs + timed, args.overrides, args.device, args.bf16)
     paired: dict[str, list[tuple[float, float, float, float, int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for v in fits:
@@ -416,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "reps": args.reps, "model": model, "batch_size": s.batch_size,
                                "device_name": (torch.cuda.get_device_name()
                                                if args.device == "cuda" else "CPU"),
-                               "variants": {}}
+                               "output_dtypes": s.output_dtypes, "variants": {}}
 
     def row_of(walls: list[float], cpus: list[float]) -> dict[str, Any]:
         ms = statistics.median(walls)

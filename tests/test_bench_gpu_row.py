@@ -1,11 +1,14 @@
 """The GPU row of `make bench`, run on CPU: `bench_framework.py`'s CNN comparison (the GPU
-row's model family, narrowed to run in seconds) feeds the row's samples/s and ratios. No GPU has
-been lent to this project, so the CUDA-only parts (bf16 autocast, `trainer=gpu`,
-synchronisation) have not run; this checks everything around them."""
+row's model family, narrowed to run in seconds) feeds the row's samples/s and ratios, in float32
+and with the row's bf16 autocast (`--bf16`, which CPU autocast runs too). No GPU has been lent
+to this project, so the CUDA-only parts (`trainer=gpu`, CUDA autocast, synchronisation) have not
+run; this checks everything around them."""
 
 from __future__ import annotations
 
 import re
+
+import pytest
 
 from tests.conftest import script
 
@@ -16,11 +19,17 @@ def test_no_cuda_means_a_skipped_row() -> None:
     assert script("bench").gpu_summary(None) == "skipped: no CUDA"
 
 
-def test_the_cnn_comparison_reports_samples_per_second() -> None:
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
+def test_the_cnn_comparison_reports_samples_per_second(bf16: bool) -> None:
     framework = script("bench_framework")
-    results = framework.main(["--reps", "2", "--warmup-epochs", "1", *CNN])
+    results = framework.main(["--reps", "2", "--warmup-epochs", "1",
+                              *(["--bf16"] if bf16 else []), *CNN])
     assert results["batch_size"] == 512 and results["device_name"] == "CPU"
-    assert results["model"] == "MNIST-1D CNN 8-8-8"
+    model = "MNIST-1D CNN 8-8-8" + (", bf16" if bf16 else "")
+    assert results["model"] == model
+    # what the model really output in each variant's first step: autocast ran in all three
+    dtype = "bfloat16" if bf16 else "float32"
+    assert results["output_dtypes"] == {"raw": dtype, "lightning": dtype, "losslab": dtype}
     variants = results["variants"]
     assert set(variants) == {"raw", "lightning", "losslab"}
     for row in variants.values():
@@ -29,4 +38,4 @@ def test_the_cnn_comparison_reports_samples_per_second() -> None:
     assert re.fullmatch(
         r"\(a\) [\d,]+ samples/s; \(b\) [\d,]+ samples/s = \*\*\d+\.\d\dx\*\* \(a\)'s step time; "
         r"\(c\) [\d,]+ samples/s = \*\*\d+\.\d\dx\*\* \(a\)'s step time "
-        r"\(MNIST-1D CNN 8-8-8, batch 512, CPU\)", text), text
+        rf"\({re.escape(model)}, batch 512, CPU\)", text), text
