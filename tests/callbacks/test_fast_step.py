@@ -70,12 +70,45 @@ def test_fast_step_logs_and_decides_as_the_members_alone(make_cfg, tmp_path, mon
         assert torch.equal(p, q)  # the same steps were taken, bit for bit
 
 
+@pytest.mark.parametrize("mode", ["norm", "value", "per_param_norm", "agc", "auto"])
+def test_fast_step_with_active_clipping_clips_and_logs_as_without(make_cfg, tmp_path,
+                                                                  monkeypatch, mode: str) -> None:
+    """Active clipping joins FastStep: the clipper still clips every step (from the module's
+    hook), reads the norms FastStep computed (no second pass on its steps), and logs its
+    window on logging steps; the weights and every logged value match a run without it."""
+    from losslab.callbacks.grad_stats import Layout
+
+    run = [*(a for a in RUN if a != "trainer.log_every_n_steps=1"),
+           "trainer.log_every_n_steps=3", f"callbacks.grad_clip.mode={mode}",
+           "callbacks.grad_clip.max_norm=0.3", "callbacks.grad_clip.clip_value=0.01"]
+    passes = []
+    real = Layout.host_norms
+    monkeypatch.setattr(Layout, "host_norms", lambda self, g: passes.append(1) or real(self, g))
+    runs = {}
+    for fast in ("0", "1"):
+        monkeypatch.setenv("LOSSLAB_FAST_STEP", fast)
+        passes.clear()
+        out = tmp_path / fast
+        trainer, task = fit(make_cfg(*run, f"paths.output_dir={out}"), PlantNaN(step=14))
+        runs[fast] = (scalars(out), task, len(passes), group_of(trainer).fast)
+    (a, slow_task, slow_passes, _), (b, fast_task, fast_passes, fast_path) = runs["0"], runs["1"]
+    assert fast_path is not None and 39 // 3 < fast_path.steps_fast < 39
+    assert_same_scalars(a, b)
+    # logging steps 2, 5, ..., 38, but 14: vetoed (NaN) before the clipper runs
+    assert sorted(a["grad/clip_fraction"]) == [s for s in range(2, 39, 3) if s != 14]
+    assert max(a["grad/clip_fraction"].values()) > 0
+    for p, q in zip(slow_task.parameters(), fast_task.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # one norm pass per step without FastStep; with it, none on the steps it kept
+    assert slow_passes >= 39 and fast_passes <= slow_passes - fast_path.steps_fast
+
+
 @pytest.mark.parametrize("override", ["callbacks.grad_health.on_exploding=skip",
-                                      "callbacks.grad_clip.mode=norm"])
+                                      "callbacks.grad_monitor.update_ratio=false"])
 def test_configurations_that_need_every_step_keep_the_members_hooks(make_cfg, tmp_path,
                                                                      override: str) -> None:
-    """A veto on exploding judges every step before it runs; active clipping has per-step
-    hooks of its own: FastStep stands aside (not armed, or not built)."""
+    """A veto on exploding judges every step before it runs; a monitor without the update
+    ratio logs the weight norms on every logging step: FastStep stands aside (not armed)."""
     trainer, _ = fit(make_cfg(*RUN, override, f"paths.output_dir={tmp_path}"))
     fast_path = group_of(trainer).fast
     assert fast_path is None or fast_path.steps_fast == 0

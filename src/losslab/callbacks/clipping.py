@@ -19,6 +19,10 @@ stay correct. Modes, for gradients g (per parameter g_p, per output unit g_i) an
 The total norm before clipping comes from `grad_stats` (no extra pass); after clipping it is
 exact and free for norm/auto/per_param_norm, and measured with one fused norm pass on logging
 steps for value/agc. Nothing here syncs with the host except on logging steps.
+
+GradClip implements FastStep's member side (fast_step.py): its per-step hooks (which arm the
+after-clip measurement and log the window) run on logging steps only; the clipping itself
+runs on every step from the module's hook either way.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from losslab.callbacks.fast_step import NEVER, Row, next_multiple
 from losslab.callbacks.grad_stats import GradStats, foreach_norms, grad_stats, reset_layout
 from losslab.callbacks.tensorboard import log_scalars
 from losslab.callbacks.trainer_reads import forget, global_step
@@ -236,6 +241,29 @@ class GradClip(Callback):
         if getattr(pl_module, "gradient_clipper", None) is self.clipper:
             object.__delattr__(pl_module, "gradient_clipper")
 
+    # -- FastStep's member side (fast_step.py): the per-step hooks run on logging steps only --
+    def fast_ready(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """The clipping itself runs from the module's hook, on every step, FastStep or not."""
+        return True
+
+    def next_own_step(self, trainer: L.Trainer, step: int) -> int:
+        """The next logging step after `step` (where the clipper also measures after clipping
+        and the window is logged); without logging, the next step (so that FastStep's kept
+        rows never pile up for a member that has no other hook to hand them over)."""
+        if not self.clipper.active:
+            return NEVER
+        every = self._every(trainer)
+        return next_multiple(step, every) if every else step + 1
+
+    def reads_grad_stats(self) -> bool:
+        """The clipper reads the step's gradient statistics (`grad_stats`), which FastStep then
+        shares instead of leaving it a second norm pass."""
+        return self.clipper.active
+
+    def absorb(self, trainer: L.Trainer, pl_module: L.LightningModule,
+               names: tuple[str, ...], rows: list[Row]) -> None:
+        """Nothing to take over: the clipper keeps its own on-device window."""
+
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: Any) -> None:
         every = self._every(trainer)
@@ -245,6 +273,8 @@ class GradClip(Callback):
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         every = self._every(trainer)
         step = global_step(trainer) - 1  # the step just taken
+        self.clipper.measure_after = False  # (the step is clipped; under FastStep the next
+        # on_before_optimizer_step here may be several steps on)
         if not self.clipper.active or not every or (step + 1) % every \
                 or self.clipper.last_step != step:
             return

@@ -13,22 +13,28 @@ dispatch, schedule arithmetic, the shared-statistics cache, three callbacks' own
     own steps:  the rows go to the members (`absorb`), then their hooks run as always
 
 A member's *own* steps are those where it has work beyond keeping the row: the monitor's
-flush, update-ratio and histogram steps, the health detector's check steps
-(`next_own_step`); and any step that is not finite (the members judge it, and GradHealth may
-veto it) or is repeated within one optimizer step (LBFGS). So every log line, TensorBoard
-value, event and veto is what the members alone would produce, on the same step (a test runs
-both ways, through a planted NaN, and compares).
+flush, update-ratio and histogram steps, the health detector's check steps, an active
+clipper's logging steps (`next_own_step`); and any step that is not finite (the members judge
+it, and GradHealth may veto it) or is repeated within one optimizer step (LBFGS). So every log
+line, TensorBoard value, event and veto is what the members alone would produce, on the same
+step (a test runs both ways, through a planted NaN, and compares).
 
 CallbackGroup (group.py) builds a FastStep when its members that have per-step hooks all
-implement the member side (`fast_ready`, `next_own_step`, `absorb`; GradMonitor and
-GradHealth do; GradClip with mode=none has no per-step hooks) and `LOSSLAB_FAST_STEP` is not
-0. It arms itself per fit, after the first step, only where the native CPU kernel serves the
-model (a CPU run with float32/64 parameters, see native/norms.py) and every member says it is
-ready (`fast_ready`: not for `on_exploding=skip|stop`, which judges every step before it
-runs, nor for a monitor that logs weight norms every step); otherwise every step is an own
-step and the members' hooks run exactly as without it. Before any other hook reaches the
-members (epoch end, validation, checkpointing, the end of training, an exception) the kept
+implement the member side (`fast_ready`, `next_own_step`, `absorb`; GradMonitor, GradHealth
+and GradClip do; GradClip with mode=none has no per-step hooks at all) and `LOSSLAB_FAST_STEP`
+is not 0. It arms itself per fit, after the first step, only where the native CPU kernel
+serves the model (a CPU run with float32/64 parameters, see native/norms.py) and every member
+says it is ready (`fast_ready`: not for `on_exploding=skip|stop`, which judges every step
+before it runs, nor for a monitor that logs weight norms every step); otherwise every step is
+an own step and the members' hooks run exactly as without it. Before any other hook reaches
+the members (epoch end, validation, checkpointing, the end of training, an exception) the kept
 rows are handed over (`sync`).
+
+An active clipper clips every step from the module's `configure_gradient_clipping`, which
+Lightning calls after these hooks; it reads the step's norms through `grad_stats`. On the
+steps FastStep keeps, nobody else has filled that cache, so FastStep leaves its own norms
+there (`share_host_norms`, when a member `reads_grad_stats()`): one norm pass per step, as
+without FastStep.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from typing import Any, Protocol
 import lightning.pytorch as L
 from torch import Tensor
 
-from losslab.callbacks.grad_stats import get_layout
+from losslab.callbacks.grad_stats import get_layout, share_host_norms
 from losslab.callbacks.trainer_reads import global_step, step_counter
 
 #: the hooks FastStep takes over from its members
@@ -99,6 +105,9 @@ class FastStep:
         """`members`: the group's members with per-step hooks (all FastMembers), in order;
         `by_hook`: each FAST_HOOKS hook's callees, in order (the group's dispatch lists)."""
         self.members = list(members)
+        # a member that reads grad_stats on every step (the active clipper): the norms of the
+        # steps kept here are left in its cache (no second norm pass)
+        self._share = any(getattr(m, "reads_grad_stats", bool)() for m in self.members)
         self._backward = list(by_hook["on_before_backward"])
         self._before_step = list(by_hook["on_before_optimizer_step"])
         self._batch_end = list(by_hook["on_train_batch_end"])
@@ -135,8 +144,9 @@ class FastStep:
         if counter is not None:  # armed
             step = counter.completed
             if step < self._next_own and step != self._last:
+                grads = [p.grad for p in self._params]
                 try:
-                    host = self._norms([p.grad for p in self._params], *self._norm_args)
+                    host = self._norms(grads, *self._norm_args)
                 except AttributeError:  # a parameter without a gradient this step
                     host = None
                 if host is not None:
@@ -146,6 +156,8 @@ class FastStep:
                         self.rows.append((step, host, value))
                         self._last = step
                         self.steps_fast += 1
+                        if self._share:
+                            share_host_norms(pl_module, step, grads, host)
                         return
                     self._loss = loss  # not finite: the members judge this step themselves
         self._own_step(trainer, pl_module, optimizer, global_step(trainer))

@@ -296,8 +296,7 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
                 step=step, layer_names=layout.layer_names, _param_norms=per_param,
                 params=layout.params, param_names=layout.param_names, param_layer=index,
                 param_layer_ids=layout.layer_of_param, mask=mask, device=per_param.device)
-        object.__setattr__(module, _CACHE_ATTR, (step, weakref.ref(grads[0]), version, keep,
-                                                 stats))
+        _remember(module, step, grads, version, keep, stats)
     else:  # some parameters have no gradient: renumber the layers that have one
         per_param = foreach_norms(grads)  # type: ignore[arg-type]
         used = sorted({layout.layer_of_param[i] for i in keep})
@@ -311,11 +310,26 @@ def grad_stats(module: nn.Module, weights: bool = False) -> GradStats | None:
             params=[layout.params[i] for i in keep],
             param_names=[layout.param_names[i] for i in keep], param_layer=index,
             param_layer_ids=list(ids), mask=mask, device=per_param.device)
-        object.__setattr__(module, _CACHE_ATTR, (step, weakref.ref(grads[0]), version, keep,
-                                                 stats))
+        _remember(module, step, grads, version, keep, stats)
     if weights and stats.layer_weight_norms is None:
         stats.layer_weight_norms = weight_norms(stats)
     return stats
+
+
+def _remember(module: nn.Module, step: int, grads: list[Tensor], version: int,
+              keep: tuple[int, ...], stats: GradStats) -> None:
+    """Cache `stats` for `grad_stats(module)` until the step or the gradients change."""
+    object.__setattr__(module, _CACHE_ATTR, (step, weakref.ref(grads[0]), version, keep, stats))
+
+
+def share_host_norms(module: nn.Module, step: int, grads: list[Tensor],
+                     host: list[float]) -> None:
+    """Cache the step's statistics from `host`, the native call's floats for every parameter's
+    gradient `grads` (as `Layout.host_norms` returns them), so that `grad_stats(module)` reads
+    them instead of making the same call again (FastStep computes them first)."""
+    layout = get_layout(module)
+    version = sum([g._version for g in grads])
+    _remember(module, step, grads, version, layout.all_params, layout.host_stats(step, host))
 
 
 def weight_norms(stats: GradStats) -> Tensor:

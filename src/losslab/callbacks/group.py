@@ -18,7 +18,7 @@ when its class overrides it and it does not list the hook in `idle_hooks()` (wha
 configuration leaves idle, e.g. GradClip with mode=none has nothing to do per step).
 
 When every member with work in the per-step gradient hooks (`FAST_HOOKS`) implements
-FastStep's member side (GradMonitor, GradHealth), those hooks go to one FastStep
+FastStep's member side (GradMonitor, GradHealth, GradClip), those hooks go to one FastStep
 (fast_step.py), which does their shared per-step work once and calls them only on the steps
 where they have work of their own; every other hook that reaches one of them hands FastStep's
 kept rows over first. `LOSSLAB_FAST_STEP=0` turns that off (the members' hooks every step).
