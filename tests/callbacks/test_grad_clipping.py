@@ -160,6 +160,32 @@ def read_csv_metrics(run: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def test_the_window_closes_itself_on_logging_steps() -> None:
+    """With `log_every=3` the window closes on steps 2 and 5, each with the share of its steps
+    that clipped and its last step's norms, kept on the device until `take_closed`, which
+    reads them all at once."""
+    net = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
+    numel = sum(p.numel() for p in net.parameters())
+    clock = SimpleNamespace(global_step=0)
+    object.__setattr__(net, "_trainer", clock)  # what grad_stats reads the step from
+    clipper = GradientClipper("norm", max_norm=1.0)
+    clipper.log_every = 3
+    scales = [2.0, 0.5, 3.0, 0.1, 4.0, 0.2]  # ||g|| of each step: clipped where > 1
+    for step, norm in enumerate(scales):
+        clock.global_step = step
+        for q in net.parameters():
+            q.grad = torch.full_like(q, norm / math.sqrt(numel))
+        clipper.clip(net)
+        assert len(clipper.closed) == (step + 1) // 3
+    tags = ("grad/clip_fraction", "grad/norm_total_before_clip", "grad/norm_total_after_clip",
+            "grad/clip_threshold")
+    ((got_tags, rows),) = clipper.take_closed()
+    assert got_tags == tags and [s for s, _ in rows] == [2, 5]
+    np.testing.assert_allclose(rows[0][1], [2 / 3, 3.0, 1.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(rows[1][1], [1 / 3, 0.2, 0.2, 1.0], rtol=1e-5)
+    assert clipper.closed == [] and clipper.take_closed() == []
+
+
 def test_clipping_in_a_run_logs_before_and_after(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("debug=limit", "trainer.max_epochs=1", "logger=csv", "test=false",
                    "callbacks.grad_clip.mode=norm", "callbacks.grad_clip.max_norm=0.05")

@@ -18,11 +18,14 @@ stay correct. Modes, for gradients g (per parameter g_p, per output unit g_i) an
 
 The total norm before clipping comes from `grad_stats` (no extra pass); after clipping it is
 exact and free for norm/auto/per_param_norm, and measured with one fused norm pass on logging
-steps for value/agc. Nothing here syncs with the host except on logging steps.
+steps for value/agc. The clipper closes its window on each logging step (the values stay on
+the device, stacked into one tensor); GradClip writes the closed windows as the monitor writes
+its rows (fast_step.FLUSH_SPAN: at log_every_n_steps=1, one host transfer per 10 steps), and
+at every epoch end, at the end of training and on an exception.
 
-GradClip implements FastStep's member side (fast_step.py): its per-step hooks (which arm the
-after-clip measurement and log the window) run on logging steps only; the clipping itself
-runs on every step from the module's hook either way.
+GradClip implements FastStep's member side (fast_step.py): its per-step hook (writing the
+closed windows) runs on its flush steps only; the clipping itself runs on every step from the
+module's hook either way.
 """
 
 from __future__ import annotations
@@ -35,13 +38,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from losslab.callbacks.fast_step import NEVER, Row, next_multiple
+from losslab.callbacks.fast_step import FLUSH_SPAN, Row, flush_due, next_flush_step, next_multiple
 from losslab.callbacks.grad_stats import GradStats, foreach_norms, grad_stats, reset_layout
-from losslab.callbacks.tensorboard import log_scalars
-from losslab.callbacks.trainer_reads import forget, global_step
+from losslab.callbacks.tensorboard import log_scalar_runs
+from losslab.callbacks.trainer_reads import forget, global_step, is_global_zero
 from losslab.errors import UserError, check_choice, check_range
 
 ClipMode = Literal["none", "norm", "value", "per_param_norm", "agc", "auto"]
+Runs = list[tuple[tuple[str, ...], list[tuple[int, list[float]]]]]  # log_scalar_runs' input
 MODES = ("none", "norm", "value", "per_param_norm", "agc", "auto")
 _EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_: c / (||g|| + 1e-6)
 
@@ -54,7 +58,11 @@ def unitwise_norm(x: Tensor) -> Tensor:
 
 
 class GradientClipper:
-    """Clips gradients in place; keeps on-device counts for `grad/clip_fraction`."""
+    """Clips gradients in place; keeps on-device counts for `grad/clip_fraction`.
+
+    With `log_every` > 0 the window closes by itself on the steps s with
+    (s + 1) % log_every == 0 (its values measured then, and kept on the device in `closed`
+    until `take_closed`); `measure_after` forces the after-clip measurement on every step."""
 
     def __init__(self, mode: ClipMode = "none", max_norm: float = 1.0, clip_value: float = 0.5,
                  agc_lambda: float = 0.01, agc_eps: float = 1e-3,
@@ -72,13 +80,15 @@ class GradientClipper:
         self.agc_lambda, self.agc_eps = float(agc_lambda), float(agc_eps)
         self.agc_clip_last_layer = bool(agc_clip_last_layer)
         self.percentile, self.history = float(percentile), int(history)
-        self.measure_after = False  # set by GradClip on logging steps
+        self.measure_after = False
+        self.log_every = 0  # set by GradClip (the logging interval; 0: `window()` only)
         self.reset()
 
     def reset(self) -> None:
         self.clipped_steps: Tensor | None = None  # device counter over the logging window
         self.window_steps = 0
-        self.last_step: int | None = None
+        self.closed: list[tuple[int, tuple[str, ...], Tensor]] = []  # (step, tags, values)
+        self._measure_now = False
         self.last_before: Tensor | None = None
         self.last_after: Tensor | None = None
         self.last_threshold: Tensor | None = None
@@ -97,15 +107,20 @@ class GradientClipper:
         stats = grad_stats(module)
         if stats is None:
             return
+        every = self.log_every
+        logging = bool(every) and (stats.step + 1) % every == 0
+        self._measure_now = self.measure_after or logging
         with torch.no_grad():
             clipped, after = getattr(self, f"_clip_{self.mode}")(stats)
         self._record(stats, clipped, after)
+        if logging and (window := self._close()) is not None:
+            self.closed.append((stats.step, *window))
 
     def _record(self, stats: GradStats, clipped: Tensor, after: Tensor | None) -> None:
         c = clipped.to(torch.float32)
         self.clipped_steps = c if self.clipped_steps is None else self.clipped_steps + c
         self.window_steps += 1
-        self.last_step, self.last_before, self.last_after = stats.step, stats.total_norm, after
+        self.last_before, self.last_after = stats.total_norm, after
 
     def _scale_all(self, stats: GradStats, threshold: Tensor | float) -> tuple[Tensor, Tensor]:
         total = stats.total_norm
@@ -161,11 +176,12 @@ class GradientClipper:
         return clipped, self._measured(stats.grads)
 
     def _measured(self, grads: list[Tensor]) -> Tensor | None:
-        return foreach_norms(grads).square().sum().sqrt() if self.measure_after else None
+        return foreach_norms(grads).square().sum().sqrt() if self._measure_now else None
 
-    def window(self) -> dict[str, float]:
-        """Logging-window values (one host transfer), then reset the window counters."""
-        out: dict[str, float] = {}
+    def _close(self) -> tuple[tuple[str, ...], Tensor] | None:
+        """The window's (tags, values) on the device: the share of its steps that clipped, and
+        the last step's norms before/after clipping and threshold; then a new window."""
+        out = None
         if self.window_steps and self.clipped_steps is not None:
             values = [self.clipped_steps / self.window_steps]
             names = ["grad/clip_fraction"]
@@ -175,9 +191,30 @@ class GradientClipper:
                 if t is not None:
                     names.append(name)
                     values.append(t.to(values[0].device, torch.float32))
-            out = dict(zip(names, torch.stack(values).tolist(), strict=True))
-        self.clipped_steps, self.window_steps, self.last_step = None, 0, None
+            out = tuple(names), torch.stack(values)
+        self.clipped_steps, self.window_steps = None, 0
         return out
+
+    def window(self) -> dict[str, float]:
+        """Close the window now: its values (one host transfer)."""
+        window = self._close()
+        return {} if window is None else dict(zip(window[0], window[1].tolist(), strict=True))
+
+    def take_closed(self) -> Runs:
+        """The windows closed since the last call, as runs of steps with the same tags (one
+        host transfer for all of them)."""
+        closed, self.closed = self.closed, []
+        if not closed:
+            return []
+        flat = torch.cat([values for _, _, values in closed]).tolist()
+        runs: Runs = []
+        start = 0
+        for step, tags, _ in closed:
+            if not runs or runs[-1][0] != tags:
+                runs.append((tags, []))
+            runs[-1][1].append((step, flat[start:start + len(tags)]))
+            start += len(tags)
+        return runs
 
 
 class GradClip(Callback):
@@ -206,10 +243,11 @@ class GradClip(Callback):
         return int(self.log_every_n_steps or trainer.log_every_n_steps or 0)
 
     def idle_hooks(self) -> frozenset[str]:
-        """The per-step hooks have nothing to do without clipping (read by CallbackGroup)."""
+        """The logging hooks have nothing to do without clipping (read by CallbackGroup)."""
         if self.clipper.active:
             return frozenset()
-        return frozenset({"on_before_optimizer_step", "on_train_batch_end"})
+        return frozenset({"on_train_batch_end", "on_train_epoch_end", "on_train_end",
+                          "on_exception"})
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -234,6 +272,8 @@ class GradClip(Callback):
                 "configure_gradient_clipping, so it cannot call the clipper; use "
                 "losslab's SupervisedTask or trainer.gradient_clip_val.")
         self.clipper.reset()
+        # windows close on logging steps, on the process that logs (the others only clip)
+        self.clipper.log_every = self._every(trainer) if is_global_zero(trainer) else 0
         object.__setattr__(pl_module, "gradient_clipper", self.clipper)
         reset_layout(pl_module)
 
@@ -241,19 +281,41 @@ class GradClip(Callback):
         if getattr(pl_module, "gradient_clipper", None) is self.clipper:
             object.__delattr__(pl_module, "gradient_clipper")
 
-    # -- FastStep's member side (fast_step.py): the per-step hooks run on logging steps only --
+    def flush(self, trainer: L.Trainer) -> None:
+        """Write the closed windows, each at its own step."""
+        log_scalar_runs(trainer, self.clipper.take_closed())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        closed = self.clipper.closed
+        if closed and closed[-1][0] == global_step(trainer) - 1 \
+                and flush_due(closed[-1][0], closed[0][0]):  # (on the step that closed one)
+            self.flush(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        self.flush(trainer)
+
+    # -- FastStep's member side (fast_step.py) -------------------------------------------------
     def fast_ready(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
         """The clipping itself runs from the module's hook, on every step, FastStep or not."""
         return True
 
     def next_own_step(self, trainer: L.Trainer, step: int) -> int:
-        """The next logging step after `step` (where the clipper also measures after clipping
-        and the window is logged); without logging, the next step (so that FastStep's kept
-        rows never pile up for a member that has no other hook to hand them over)."""
-        if not self.clipper.active:
-            return NEVER
-        every = self._every(trainer)
-        return next_multiple(step, every) if every else step + 1
+        """The next step where closed windows may be written (a flush step, see
+        fast_step.FLUSH_SPAN); without logging, every FLUSH_SPAN-th step (so that FastStep's
+        kept rows, which this member does not need, are handed over and dropped)."""
+        every = self.clipper.log_every
+        if not every:
+            return next_multiple(step, FLUSH_SPAN)
+        closed = self.clipper.closed
+        return next_flush_step(step, every, closed[0][0] if closed else None)
 
     def reads_grad_stats(self) -> bool:
         """The clipper reads the step's gradient statistics (`grad_stats`), which FastStep then
@@ -263,19 +325,3 @@ class GradClip(Callback):
     def absorb(self, trainer: L.Trainer, pl_module: L.LightningModule,
                names: tuple[str, ...], rows: list[Row]) -> None:
         """Nothing to take over: the clipper keeps its own on-device window."""
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                                 optimizer: Any) -> None:
-        every = self._every(trainer)
-        self.clipper.measure_after = bool(every) and (global_step(trainer) + 1) % every == 0
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        every = self._every(trainer)
-        step = global_step(trainer) - 1  # the step just taken
-        self.clipper.measure_after = False  # (the step is clipped; under FastStep the next
-        # on_before_optimizer_step here may be several steps on)
-        if not self.clipper.active or not every or (step + 1) % every \
-                or self.clipper.last_step != step:
-            return
-        log_scalars(trainer, self.clipper.window(), step)

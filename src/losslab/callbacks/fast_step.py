@@ -98,6 +98,26 @@ def next_multiple(step: int, every: int) -> int:
     return ((step + 1) // every + 1) * every - 1
 
 
+#: buffered log rows (the monitor's, the clipper's) are written at a logging step s with
+#: (s + 1) % FLUSH_SPAN == 0, or once they span this many steps, and at every epoch end: at
+#: log_every_n_steps=1 one host transfer and one write per 10 steps instead of one per step
+FLUSH_SPAN = 10
+
+
+def flush_due(step: int, first: int) -> bool:
+    """Whether rows buffered since step `first` are written at logging step `step`."""
+    return (step + 1) % FLUSH_SPAN == 0 or step - first >= FLUSH_SPAN - 1
+
+
+def next_flush_step(step: int, every: int, first: int | None) -> int:
+    """The first logging step after `step` (logging every `every` steps) where `flush_due`
+    can hold, for a buffer whose first row is at `first` (None: empty; its first row comes at
+    the next logging step)."""
+    first = next_multiple(step, every) if first is None else first
+    return min(next_multiple(step, math.lcm(every, FLUSH_SPAN)),
+               next_multiple(max(step, first + FLUSH_SPAN - 2), every))
+
+
 class FastStep:
     """The shared per-step path of a group's gradient callbacks (see the module docstring)."""
 

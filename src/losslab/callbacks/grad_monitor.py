@@ -39,7 +39,6 @@ of them), on CPU they are read as floats at once (`GradStats.host_row`, free the
 
 from __future__ import annotations
 
-import math
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from losslab.callbacks.fast_step import NEVER, Row, next_multiple
+from losslab.callbacks.fast_step import NEVER, Row, flush_due, next_flush_step, next_multiple
 from losslab.callbacks.grad_stats import (
     GradStats,
     UpdateTracker,
@@ -91,10 +90,6 @@ def custom_scalars_layout(layer_names: tuple[str, ...]) -> dict[str, dict[str, l
     return {"gradients": overview, "gradients by layer (norm, update ratio)": per_layer}
 
 
-#: buffered values are written at the steps s with (s + 1) % FLUSH_SPAN == 0, once they span
-#: this many steps, and at every epoch end: at log_every_n_steps=1 one host transfer per 10
-#: steps instead of one per step
-FLUSH_SPAN = 10
 
 
 class GradMonitor(Callback):
@@ -200,7 +195,7 @@ class GradMonitor(Callback):
         if not parts:
             return
         self._buffer.append((step, names, log_now, measured is not None, parts))
-        if (step + 1) % FLUSH_SPAN == 0 or step - self._buffer[0][0] >= FLUSH_SPAN - 1:
+        if flush_due(step, self._buffer[0][0]):
             self.flush(trainer)
 
     def flush(self, trainer: L.Trainer) -> None:
@@ -259,15 +254,13 @@ class GradMonitor(Callback):
         return not (self.per_layer and not self.update_ratio)
 
     def next_own_step(self, trainer: L.Trainer, step: int) -> int:
-        """The next step after `step` with a flush (see FLUSH_SPAN), an update ratio or
+        """The next step after `step` with a flush (see fast_step.FLUSH_SPAN), an update ratio or
         histograms: the steps whose hooks must run."""
         if not is_global_zero(trainer):
             return NEVER
         every, own = self._every(trainer), []
-        if every:  # the next aligned logging step, and the one where the buffer spans 10 steps
-            own.append(next_multiple(step, math.lcm(every, FLUSH_SPAN)))
-            first = self._buffer[0][0] if self._buffer else next_multiple(step, every)
-            own.append(next_multiple(max(step, first + FLUSH_SPAN - 2), every))
+        if every:
+            own.append(next_flush_step(step, every, self._buffer[0][0] if self._buffer else None))
         ratio_every = self.update_ratio_every_n_steps or every
         if self.per_layer and self.update_ratio and ratio_every:
             own.append(next_multiple(step, ratio_every))
