@@ -39,3 +39,17 @@ def test_the_cnn_comparison_reports_samples_per_second(bf16: bool) -> None:
         r"\(a\) [\d,]+ samples/s; \(b\) [\d,]+ samples/s = \*\*\d+\.\d\dx\*\* \(a\)'s step time; "
         r"\(c\) [\d,]+ samples/s = \*\*\d+\.\d\dx\*\* \(a\)'s step time "
         rf"\({re.escape(model)}, batch 512, CPU\)", text), text
+
+
+def test_the_gpu_row_config_composes_and_builds(tmp_path) -> None:
+    """What `--device cuda` runs, composed and built on CPU: a config typo in the GPU row would
+    otherwise first show on a lent GPU."""
+    from losslab.run import build_task
+
+    framework = script("bench_framework")
+    cfg = framework.compose_default(tmp_path, framework.GPU_OVERRIDES, 1)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.data.batch_size == 512
+    task, _ = build_task(cfg)
+    assert framework.describe(cfg) == "MNIST-1D CNN 128-256-256"
+    assert sum(p.numel() for p in task.model.parameters()) > 100_000
