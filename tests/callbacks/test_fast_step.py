@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+from losslab.callbacks.clipping import GradClip
 from losslab.callbacks.fast_step import NEVER, FastStep, next_multiple
 from losslab.callbacks.grad_health import GradHealth
 from losslab.callbacks.grad_monitor import GradMonitor
@@ -139,6 +140,16 @@ def test_members_report_their_own_steps() -> None:
         is_global_zero = False
 
     assert monitor.next_own_step(Rank1(), 0) == NEVER
+    clip = GradClip(mode="norm")  # its own steps: where closed windows may be written
+    clip.clipper.log_every = 1
+    assert clip.next_own_step(Trainer(), 0) == 9 and clip.next_own_step(Trainer(), 9) == 19
+    clip.clipper.log_every = 3  # windows close at 2, 5, 8, 11, ...: they span 10 steps at 11
+    assert clip.next_own_step(Trainer(), 0) == 11
+    clip.clipper.closed = [(5, (), torch.zeros(1))]  # (after an epoch's end at step 4)
+    assert clip.next_own_step(Trainer(), 5) == 14
+    clip.clipper.log_every = 0  # not logging (a rank other than zero): every 10th step
+    assert clip.next_own_step(Trainer(), 3) == 9
+    assert clip.reads_grad_stats() and not GradClip(mode="none").reads_grad_stats()
 
 
 def test_group_routes_the_per_step_hooks_to_fast_step(monkeypatch) -> None:
