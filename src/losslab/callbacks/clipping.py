@@ -222,7 +222,8 @@ class GradClip(Callback):
 
     Logs, every `log_every_n_steps` (default: the trainer's), grad/norm_total_before_clip,
     grad/norm_total_after_clip (of the logging step), grad/clip_threshold (norm/auto) and
-    grad/clip_fraction (share of steps in the window where anything was clipped).
+    grad/clip_fraction (share of steps in the window where anything was clipped), each at its
+    logging step; they are written every 10 steps or so (see the module doc).
     """
 
     groupable = True  # dispatched with the other gradient callbacks (callbacks/group.py)

@@ -14,7 +14,7 @@ dispatch, schedule arithmetic, the shared-statistics cache, three callbacks' own
 
 A member's *own* steps are those where it has work beyond keeping the row: the monitor's
 flush, update-ratio and histogram steps, the health detector's check steps, an active
-clipper's logging steps (`next_own_step`); and any step that is not finite (the members judge
+clipper's flush steps (`next_own_step`); and any step that is not finite (the members judge
 it, and GradHealth may veto it) or is repeated within one optimizer step (LBFGS). So every log
 line, TensorBoard value, event and veto is what the members alone would produce, on the same
 step (a test runs both ways, through a planted NaN, and compares).

@@ -90,8 +90,6 @@ def custom_scalars_layout(layer_names: tuple[str, ...]) -> dict[str, dict[str, l
     return {"gradients": overview, "gradients by layer (norm, update ratio)": per_layer}
 
 
-
-
 class GradMonitor(Callback):
     """Logs gradient statistics; see the module docstring for the metrics and charts."""
 
