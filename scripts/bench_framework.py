@@ -296,7 +296,9 @@ def run_lightning(s: Setup, warmup: int, out: Path,
             opt, sched = s.optimizer(self.parameters())
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    loader = DataLoader(TensorDataset(s.x, s.y), batch_size=s.batch_size, shuffle=True)
+    # what most users write: the data on the host, pinned on CUDA, Lightning moves each batch
+    loader = DataLoader(TensorDataset(s.x.cpu(), s.y.cpu()), batch_size=s.batch_size,
+                        shuffle=True, pin_memory=s.device == "cuda")
     clock = clock or StepClock(warmup)
     trainer = L.Trainer(max_epochs=s.epochs, devices=1, callbacks=[clock],
                         accelerator="gpu" if s.device == "cuda" else "cpu",
