@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.losslab-installed
 ARGS   ?=
 
-.PHONY: install train test test-fast lint bench clean
+.PHONY: install train test test-fast lint bench gpu-kit clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ lint: install
 
 bench: install
 	$(PY) scripts/bench.py $(ARGS)
+
+# the wheels a lent GPU machine lacks (pure Python), for scripts/gpu_checks.sh to carry along
+GPU_KIT_PKGS := hydra-core|omegaconf|antlr4-python3-runtime|mnist1d
+gpu-kit: install
+	rm -rf gpu_kit/wheels
+	$(PY) -m pip wheel -q --no-deps -w gpu_kit/wheels \
+		$$($(PY) -m pip freeze | grep -iE '^($(GPU_KIT_PKGS))==')
+	ls gpu_kit/wheels
 
 clean:
 	rm -rf outputs multirun lightning_logs .pytest_cache
