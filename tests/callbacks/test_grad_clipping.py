@@ -176,7 +176,7 @@ def test_the_window_closes_itself_on_logging_steps() -> None:
         for q in net.parameters():
             q.grad = torch.full_like(q, norm / math.sqrt(numel))
         clipper.clip(net)
-        assert len(clipper.closed) == (step + 1) // 3
+        assert len(clipper.closed) == step // 3  # (closed when the next step comes)
     tags = ("grad/clip_fraction", "grad/norm_total_before_clip", "grad/norm_total_after_clip",
             "grad/clip_threshold")
     ((got_tags, rows),) = clipper.take_closed()
@@ -184,6 +184,16 @@ def test_the_window_closes_itself_on_logging_steps() -> None:
     np.testing.assert_allclose(rows[0][1], [2 / 3, 3.0, 1.0, 1.0], rtol=1e-5)
     np.testing.assert_allclose(rows[1][1], [1 / 3, 0.2, 0.2, 1.0], rtol=1e-5)
     assert clipper.closed == [] and clipper.take_closed() == []
+    # LBFGS calls the clipper several times in one step: still one window per logging step
+    for step, norm in [(6, 2.0), (7, 0.5), (8, 3.0), (8, 3.0), (9, 0.1)]:
+        clock.global_step = step
+        for q in net.parameters():
+            q.grad = torch.full_like(q, norm / math.sqrt(numel))
+        clipper.clip(net)
+    clipper.settle()
+    ((_, rows),) = clipper.take_closed()
+    assert [s for s, _ in rows] == [8]
+    np.testing.assert_allclose(rows[0][1], [3 / 4, 3.0, 1.0, 1.0], rtol=1e-5)
 
 
 def test_clipping_in_a_run_logs_before_and_after(make_cfg, tmp_path: Path) -> None:

@@ -60,9 +60,12 @@ def unitwise_norm(x: Tensor) -> Tensor:
 class GradientClipper:
     """Clips gradients in place; keeps on-device counts for `grad/clip_fraction`.
 
-    With `log_every` > 0 the window closes by itself on the steps s with
-    (s + 1) % log_every == 0 (its values measured then, and kept on the device in `closed`
-    until `take_closed`); `measure_after` forces the after-clip measurement on every step."""
+    With `log_every` > 0 the window closes by itself after the steps s with
+    (s + 1) % log_every == 0 (its values measured then, kept on the device in `closed` until
+    `take_closed`): when the next step's first call comes, or at `settle()`, so that an
+    optimizer that re-evaluates its closure (LBFGS: several calls in one step) still closes
+    one window per logging step. `measure_after` forces the after-clip measurement on every
+    step."""
 
     def __init__(self, mode: ClipMode = "none", max_norm: float = 1.0, clip_value: float = 0.5,
                  agc_lambda: float = 0.01, agc_eps: float = 1e-3,
@@ -88,6 +91,7 @@ class GradientClipper:
         self.clipped_steps: Tensor | None = None  # device counter over the logging window
         self.window_steps = 0
         self.closed: list[tuple[int, tuple[str, ...], Tensor]] = []  # (step, tags, values)
+        self._closing: int | None = None  # the logging step whose window closes next
         self._measure_now = False
         self.last_before: Tensor | None = None
         self.last_after: Tensor | None = None
@@ -107,14 +111,22 @@ class GradientClipper:
         stats = grad_stats(module)
         if stats is None:
             return
+        if self._closing is not None and self._closing != stats.step:
+            self.settle()  # the previous logging step's window, before this step counts
         every = self.log_every
         logging = bool(every) and (stats.step + 1) % every == 0
         self._measure_now = self.measure_after or logging
         with torch.no_grad():
             clipped, after = getattr(self, f"_clip_{self.mode}")(stats)
         self._record(stats, clipped, after)
-        if logging and (window := self._close()) is not None:
-            self.closed.append((stats.step, *window))
+        if logging:
+            self._closing = stats.step
+
+    def settle(self) -> None:
+        """Close the window of the last logging step, if it is still open."""
+        step, self._closing = self._closing, None
+        if step is not None and (window := self._close()) is not None:
+            self.closed.append((step, *window))
 
     def _record(self, stats: GradStats, clipped: Tensor, after: Tensor | None) -> None:
         c = clipped.to(torch.float32)
@@ -197,12 +209,14 @@ class GradientClipper:
 
     def window(self) -> dict[str, float]:
         """Close the window now: its values (one host transfer)."""
+        self._closing = None
         window = self._close()
         return {} if window is None else dict(zip(window[0], window[1].tolist(), strict=True))
 
     def take_closed(self) -> Runs:
         """The windows closed since the last call, as runs of steps with the same tags (one
         host transfer for all of them)."""
+        self.settle()
         closed, self.closed = self.closed, []
         if not closed:
             return []
@@ -288,6 +302,7 @@ class GradClip(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.clipper.settle()  # (the step is over: LBFGS has made all its calls)
         closed = self.clipper.closed
         if closed and closed[-1][0] == global_step(trainer) - 1 \
                 and flush_due(closed[-1][0], closed[0][0]):  # (on the step that closed one)
