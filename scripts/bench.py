@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from losslab.benchmarking import machine_description
+from losslab.benchmarking import machine_description, one_of
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", nargs="*", help="benchmark names (framework, monitoring, ...)")
+    parser.add_argument("--only", nargs="*", type=one_of(benchmarks(False, 1)),
+                        help="benchmark names (framework, monitoring, ...)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     import torch

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from losslab.benchmarking import one_of
+
 ROOT = Path(__file__).resolve().parents[1]
 TAIL = 1500  # characters of each check's output kept in the report
 
@@ -210,7 +212,8 @@ def report(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None, checks: list[Check] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu_checks")
-    parser.add_argument("--only", nargs="+", help="these checks only")
+    parser.add_argument("--only", nargs="+", type=one_of(c.name for c in checks or CHECKS),
+                        help="these checks only")
     parser.add_argument("--dry-run", action="store_true", help="print the commands")
     parser.add_argument("--data", type=Path, default=ROOT / "data")
     parser.add_argument("--cpu", action="store_true", help="run the checks' CPU counterparts")

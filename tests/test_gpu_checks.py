@@ -56,3 +56,14 @@ def test_the_checks_run_and_pass_on_cpu(tmp_path) -> None:
     by_name = {r["name"]: r["detail"] for r in results}
     assert "equal to the monitor's: True" in by_name["gpu_16mixed"]
     assert by_name["gpu_bf16_log"].split()[0] == by_name["gpu_bf16_log"].split()[2]  # all steps
+
+
+@pytest.mark.parametrize(("name", "typo", "meant"), [("gpu_checks", "gpu_fp23", "gpu_fp32"),
+                                                     ("bench", "framwork", "framework")])
+def test_an_unknown_check_or_benchmark_name_is_an_error_with_a_did_you_mean(
+        capsys, name: str, typo: str, meant: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        script(name).main(["--only", typo])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"'{typo}' is not one of" in err and f"Did you mean '{meant}'?" in err

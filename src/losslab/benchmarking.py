@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from losslab.errors import did_you_mean
+
+
+def one_of(choices: Iterable[str]) -> Callable[[str], str]:
+    """An argparse `type` for a name from `choices`: anything else is an error that lists them,
+    with a did-you-mean (`--only framwork` -> ... Did you mean 'framework'?)."""
+    allowed = list(choices)
+
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not one of {', '.join(allowed)}." + did_you_mean(value, allowed))
+        return value
+
+    return parse
 
 
 def machine_description() -> str:
